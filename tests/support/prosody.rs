@@ -1,0 +1,212 @@
+//! A private Prosody for one test: free loopback port, temporary config,
+//! data directory and self-signed (`CA:TRUE`, as `openssl req -x509` makes
+//! it) certificate, accounts made with `prosodyctl`. Stopped on drop.
+//!
+//! Prosody and openssl must be installed (`scripts/test` installs them); a
+//! missing binary fails the test with that advice, it never skips.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DOMAIN: &str = "localhost";
+
+pub struct Prosody {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn need(bin: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{bin}` is not installed: run `scripts/test` (it installs prosody, openssl and libnice) \
+         or `apt-get install prosody openssl`"
+    );
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Prosody {
+    /// Starts a server with these `(user, password)` accounts on `localhost`.
+    pub fn start(accounts: &[(&str, &str)]) -> Prosody {
+        need("prosody");
+        need("prosodyctl");
+        need("openssl");
+        let dir = tempfile::Builder::new()
+            .prefix("gshare-prosody-")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("data")).expect("data dir");
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .arg("-keyout")
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl could not make a certificate");
+        let port = free_port();
+        let mut p = Prosody {
+            port,
+            dir,
+            child: None,
+        };
+        p.write_config();
+        for (user, pw) in accounts {
+            p.register(user, pw);
+        }
+        p.launch();
+        p
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("prosody.cfg.lua")
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path().display();
+        let cfg = format!(
+            r#"run_as_root = true
+pidfile = "{d}/prosody.pid"
+data_path = "{d}/data"
+log = {{ debug = "{d}/prosody.log" }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix" }}
+modules_disabled = {{ "s2s"; "http"; "admin_shell"; "admin_socket" }}
+c2s_ports = {{ {port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{ }}
+component_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+c2s_require_encryption = true
+authentication = "internal_hashed"
+certificates = "{d}"
+VirtualHost "{DOMAIN}"
+  ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
+"#,
+            port = self.port
+        );
+        std::fs::write(self.config_path(), cfg).expect("write prosody config");
+    }
+
+    /// Adds an account (works while running: internal storage is files).
+    pub fn register(&self, user: &str, password: &str) {
+        let out = Command::new("prosodyctl")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(["register", user, DOMAIN, password])
+            .output()
+            .expect("run prosodyctl");
+        assert!(
+            out.status.success(),
+            "prosodyctl register {user} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("prosody.out")).expect("log file");
+        let child = Command::new("prosody")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("-F")
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start prosody");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("prosody exited with {status}: {}", self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prosody did not listen: {}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills and restarts the server (same port, same accounts).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("prosody.out")).unwrap_or_default()
+            + &std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// `127.0.0.1:PORT`, for `--server`.
+    pub fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's certificate, for `--ca-file`.
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn jid(user: &str) -> String {
+        format!("{user}@{DOMAIN}")
+    }
+
+    /// A `gshare` command logged in as `user` on this server.
+    pub fn gshare(&self, user: &str, password: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gshare"));
+        c.env("GSHARE_PASSWORD", password)
+            .env_remove("GSHARE_CA_FILE")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"))
+            .arg("--jid")
+            .arg(Self::jid(user))
+            .arg("--server")
+            .arg(self.server())
+            .arg("--ca-file")
+            .arg(self.cert());
+        c
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
