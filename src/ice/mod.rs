@@ -8,7 +8,9 @@
 //! `NICE_COMPATIBILITY_GOOGLE`) uses 16-byte random transaction ids, per-
 //! candidate usernames concatenated remote‖local, and no integrity at all
 //! (PROTOCOL.md §B, CRATES.md §4).
+pub mod agent;
 mod candidate;
 pub mod stun;
 
-pub use candidate::{Candidate, CandidateType};
+pub use agent::{AddRemote, IceAgent, IceConfig, IceEvent, Received, Transmit};
+pub use candidate::{Candidate, CandidateType, random_fragment};
