@@ -52,6 +52,13 @@ pub const MAX_CANDIDATES_PER_SESSION: usize = 256;
 /// previous stream closed; 16 is generous.
 pub const MAX_CHANNELS_PER_SESSION: usize = 16;
 
+/// Outgoing session IQs whose result we track at once. A peer that never
+/// answers (while cycling initiate/terminate to make us send
+/// transport-accepts) could otherwise grow the table for a whole
+/// `iq_timeout`; beyond the bound the entry closest to its deadline is
+/// forgotten (its late reply then goes unconsumed to the caller).
+pub const MAX_PENDING_IQS: usize = 4096;
+
 /// Tunables; `Default` gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -1136,10 +1143,7 @@ impl SessionManager {
         candidates: Vec<Candidate>,
         legacy: bool,
     ) {
-        if let Some(unknown) = candidates
-            .iter()
-            .find(|c| !s.channels.contains(&c.name))
-        {
+        if let Some(unknown) = candidates.iter().find(|c| !s.channels.contains(&c.name)) {
             let name = unknown.name.clone();
             debug!(handle = %s.handle, channel = name, "candidate for an unknown channel");
             self.insert(s);
@@ -1251,6 +1255,17 @@ impl SessionManager {
         };
         let id = format!("gs{}-{}", self.id_prefix, self.next_iq);
         self.next_iq += 1;
+        if self.pending.len() >= MAX_PENDING_IQS {
+            let oldest = self
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.deadline)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                debug!(id = oldest, "pending IQ table full; forgetting the oldest");
+                self.pending.remove(&oldest);
+            }
+        }
         self.pending.insert(
             id.clone(),
             PendingIq {

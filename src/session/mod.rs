@@ -23,8 +23,8 @@ pub use envelope::{
 };
 pub use machine::{
     CommandError, Config, DEFAULT_SESSION_TIMEOUT, Dialect, MAX_CANDIDATES_PER_SESSION,
-    MAX_CHANNELS_PER_SESSION, MAX_PENDING_OFFERS, MAX_SESSIONS, Role, SessionEvent, SessionHandle,
-    SessionInfo, SessionManager, TerminateReason, TimeoutKind,
+    MAX_CHANNELS_PER_SESSION, MAX_PENDING_IQS, MAX_PENDING_OFFERS, MAX_SESSIONS, Role,
+    SessionEvent, SessionHandle, SessionInfo, SessionManager, TerminateReason, TimeoutKind,
 };
 pub use stanza::{
     Action, ImageSize, InfoItem, ItemKind, Manifest, ManifestItem, SessionBody, SessionHeader,

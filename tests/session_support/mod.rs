@@ -209,3 +209,43 @@ pub fn rewrite_set(mut iq: Element, from: &str, sid: &str, initiator: &str) -> I
     }
     iq_in(&iq)
 }
+
+/// Delivers everything `from` wants to send to `to` (through text, as on
+/// the wire, with `from_jid` as sender). Returns whether anything moved.
+pub fn deliver(
+    now: Instant,
+    from: &mut SessionManager,
+    from_jid: &str,
+    to: &mut SessionManager,
+) -> bool {
+    let mut moved = false;
+    while let Some(out) = from.poll_transmit() {
+        moved = true;
+        let mut el = out.to_element(None);
+        set_attr(&mut el, "from", from_jid);
+        let el = xml(&to_string(&el));
+        assert!(
+            to.handle_iq(now, iq_in(&el)),
+            "not consumed: {}",
+            to_string(&el)
+        );
+    }
+    moved
+}
+
+/// Delivers in both directions until both machines are quiet.
+pub fn pump(
+    now: Instant,
+    a: &mut SessionManager,
+    a_jid: &str,
+    b: &mut SessionManager,
+    b_jid: &str,
+) {
+    loop {
+        let x = deliver(now, a, a_jid, b);
+        let y = deliver(now, b, b_jid, a);
+        if !x && !y {
+            break;
+        }
+    }
+}
