@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gshare::http::{Catalog, Client, ServeEvent, folder_size, request_path, serve};
-use gshare::transfer::names::safe_file_name;
 use gshare::transfer::tar::TarUnpacker;
 use tokio::sync::mpsc;
 
@@ -99,11 +98,12 @@ async fn folder_round_trips_through_tar_and_untar() {
         .unwrap();
     assert!(resp.is_chunked());
     assert_eq!(resp.content_type(), Some("application/x-tar"));
-    let local = safe_file_name("My Stuff").unwrap();
-    let mut unpacker = TarUnpacker::new(dest.path(), "My Stuff", &local, Some(size)).unwrap();
+    let mut unpacker = TarUnpacker::new(dest.path(), "My Stuff", Some(size))
+        .await
+        .unwrap();
     let mut chunks = 0;
     while let Some(chunk) = resp.chunk().await.unwrap() {
-        unpacker.write(chunk).await.unwrap();
+        unpacker.push(chunk).await.unwrap();
         chunks += 1;
     }
     assert!(chunks > 1);
@@ -132,9 +132,11 @@ async fn folder_round_trips_through_tar_and_untar() {
         .get(&request_path(catalog.source_path(), "My Stuff"))
         .await
         .unwrap();
-    let mut unpacker = TarUnpacker::new(dest.path(), "My Stuff", &local, Some(size)).unwrap();
+    let mut unpacker = TarUnpacker::new(dest.path(), "My Stuff", Some(size))
+        .await
+        .unwrap();
     while let Some(chunk) = resp.chunk().await.unwrap() {
-        unpacker.write(chunk).await.unwrap();
+        unpacker.push(chunk).await.unwrap();
     }
     let again = unpacker.finish().await.unwrap();
     assert_eq!(again.path, dest.path().join("My Stuff (1)"));

@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 
 pub use crate::http::folder_size;
 use crate::transfer::files::rename_noreplace;
-use crate::transfer::names::unique_path;
+use crate::transfer::names::{NameError, safe_file_name, unique_path};
 
 /// tar block size.
 const BLOCK: usize = 512;
@@ -78,6 +78,9 @@ pub enum TarError {
         /// File bytes received.
         received: u64,
     },
+    /// The folder's name cannot be made safe.
+    #[error(transparent)]
+    Name(#[from] NameError),
     /// Too many entries.
     #[error("folder has more than {MAX_ENTRIES} entries")]
     TooManyEntries,
@@ -151,25 +154,32 @@ struct Stats {
 }
 
 impl TarUnpacker {
-    /// Creates `.<local_name>.gshare-part-XXXXXX/` in `dir` and starts the unpacking thread.
-    /// `peer_name` is the manifest name (libjingle puts every entry under `<peer_name>/`),
-    /// `local_name` the safe name to give the folder (from `names::safe_file_name`),
-    /// `expected` the manifest size if given.
-    pub fn new(
+    /// Creates `.<name>.gshare-part-XXXXXX/` in `dir` and starts the unpacking thread.
+    /// `name` is the manifest name: libjingle puts every entry under `<name>/`, and the folder
+    /// is finally called `safe_file_name(name)` (or `… (N)` if taken). An already sanitised
+    /// name works too for ordinary names. `expected` is the manifest size, if given.
+    pub async fn new(
         dir: &Path,
-        peer_name: &str,
-        local_name: &str,
+        name: &str,
         expected: Option<u64>,
     ) -> Result<TarUnpacker, TarError> {
+        let local_name = safe_file_name(name)?;
+        let peer_name = name;
         let mut hint = local_name.len().min(100);
         while !local_name.is_char_boundary(hint) {
             hint -= 1;
         }
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.gshare-part-", &local_name[..hint]))
-            .rand_bytes(8)
-            .tempdir_in(dir)
-            .map_err(|e| TarError::io("create temporary folder in", dir, e))?;
+        let prefix = format!(".{}.gshare-part-", &local_name[..hint]);
+        let temp_parent = dir.to_owned();
+        let temp = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new()
+                .prefix(&prefix)
+                .rand_bytes(8)
+                .tempdir_in(&temp_parent)
+        })
+        .await
+        .map_err(|e| TarError::io("create temporary folder in", dir, io::Error::other(e)))?
+        .map_err(|e| TarError::io("create temporary folder in", dir, e))?;
         debug!(path = %temp.path().display(), "unpacking folder");
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let content = Arc::new(AtomicU64::new(0));
@@ -181,7 +191,7 @@ impl TarUnpacker {
             content,
             dir: dir.to_owned(),
             peer_name: peer_name.to_owned(),
-            local_name: local_name.to_owned(),
+            local_name,
         })
     }
 
@@ -191,7 +201,7 @@ impl TarUnpacker {
     }
 
     /// Feeds the next piece of the body. An error here is final (the temp folder is gone).
-    pub async fn write(&mut self, data: Bytes) -> Result<(), TarError> {
+    pub async fn push(&mut self, data: Bytes) -> Result<(), TarError> {
         let sent = match &self.tx {
             Some(tx) => tx.send(Input::Data(data)).await.is_ok(),
             None => false,
@@ -204,7 +214,7 @@ impl TarUnpacker {
     }
 
     /// Call when the body ended cleanly: checks the archive and the size, then moves the folder
-    /// to `dir/<local_name>` or, if taken, `dir/<local_name> (N)`.
+    /// to `dir/<safe name>` or, if taken, `dir/<safe name> (N)`.
     pub async fn finish(mut self) -> Result<FinishedFolder, TarError> {
         if let Some(tx) = self.tx.take() {
             // If the thread already failed, `join` reports why.
@@ -285,7 +295,8 @@ fn place(
         .unwrap_or(peer_name);
     let top = match listing.as_slice() {
         [only]
-            if only.file_name().as_bytes() == clean_component(top_name.as_bytes()).as_slice()
+            if (only.file_name().as_bytes() == clean_component(top_name.as_bytes()).as_slice()
+                || only.file_name().as_bytes() == local_name.as_bytes())
                 && only.file_type().is_ok_and(|t| t.is_dir()) =>
         {
             Some(only.path())
@@ -888,12 +899,12 @@ mod tests {
         tar: &[u8],
         expected: Option<u64>,
     ) -> Result<FinishedFolder, TarError> {
-        let mut un = TarUnpacker::new(dir, "stuff", "stuff", expected)?;
+        let mut un = TarUnpacker::new(dir, "stuff", expected).await?;
         let mut sizes = [1usize, 7, 511, 512, 513, 4096, 100_000].iter().cycle();
         let mut rest = tar;
         while !rest.is_empty() {
             let n = (*sizes.next().unwrap()).min(rest.len());
-            un.write(Bytes::copy_from_slice(&rest[..n])).await?;
+            un.push(Bytes::copy_from_slice(&rest[..n])).await?;
             rest = &rest[n..];
         }
         un.finish().await
@@ -1000,8 +1011,8 @@ mod tests {
             let err = receive(dir.path(), &t[..cut], None).await.unwrap_err();
             assert!(matches!(err, TarError::Truncated), "cut {cut}: {err}");
         }
-        let mut un = TarUnpacker::new(dir.path(), "stuff", "stuff", None).unwrap();
-        un.write(Bytes::copy_from_slice(&t[..2000])).await.unwrap();
+        let mut un = TarUnpacker::new(dir.path(), "stuff", None).await.unwrap();
+        un.push(Bytes::copy_from_slice(&t[..2000])).await.unwrap();
         drop(un);
         // The thread removes its temp folder once it sees the abort.
         for _ in 0..200 {
@@ -1120,6 +1131,28 @@ mod tests {
                 "stuff/"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn top_folder_with_an_unsafe_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Vec::new();
+        raw_entry(&mut t, b"..hidden/", tar::EntryType::Directory, b"", b"");
+        raw_entry(&mut t, b"..hidden/f", tar::EntryType::Regular, b"f", b"");
+        end(&mut t);
+        let mut un = TarUnpacker::new(dir.path(), "pcp/path/..hidden", Some(1))
+            .await
+            .unwrap();
+        un.push(Bytes::from(t)).await.unwrap();
+        let done = un.finish().await.unwrap();
+        // Only an exact ".." component is refused; "..hidden/" is the archive's top folder,
+        // which is stripped, and the result gets the safe name.
+        assert_eq!(done.path, dir.path().join("hidden"));
+        assert_eq!(listing(dir.path()), ["hidden/", "hidden/f"]);
+        assert!(matches!(
+            TarUnpacker::new(dir.path(), "..", None).await,
+            Err(TarError::Name(_))
+        ));
     }
 
     #[tokio::test]
