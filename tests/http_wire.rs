@@ -557,3 +557,28 @@ async fn folder_is_a_chunked_tar_in_libjingle_layout() {
     }
     assert_eq!(served, Some((0, 1505)));
 }
+
+#[tokio::test]
+async fn receiver_leaving_mid_body_is_reported_as_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    std::fs::write(&path, vec![1u8; 8 * 1024 * 1024]).unwrap();
+    let mut catalog = Catalog::new("/temporary/abc/");
+    catalog.push_file("big", &path, 8 * 1024 * 1024);
+    let (io, mut events, task) = start_server(Arc::new(catalog));
+    let mut client = Client::handshake(io, "a@b/c".into()).await.unwrap();
+    let mut resp = client.get("/temporary/abc/big").await.unwrap();
+    assert!(resp.chunk().await.unwrap().is_some());
+    drop(resp);
+    drop(client);
+    let mut outcome = None;
+    while let Some(ev) = timeout(LIMIT, events.recv()).await.unwrap() {
+        match ev {
+            ServeEvent::Served { .. } => outcome = Some("served"),
+            ServeEvent::Failed { item: 0, .. } => outcome = Some("failed"),
+            _ => {}
+        }
+    }
+    assert_eq!(outcome, Some("failed"));
+    timeout(LIMIT, task).await.unwrap().unwrap();
+}

@@ -152,14 +152,16 @@ pub enum ServeEvent {
         /// Cumulative content bytes.
         bytes: u64,
     },
-    /// The whole body of `item` was handed to the connection.
+    /// The whole body of `item` was handed to the connection (written towards the peer, not
+    /// acknowledged by it: PROTOCOL.md §A.7's byte-count rule).
     Served {
         /// Catalog index.
         item: usize,
         /// Content bytes served (file size, or the sum of file sizes in the folder).
         bytes: u64,
     },
-    /// Serving `item` failed part-way (disk error, file shrank); the connection is aborted.
+    /// Serving `item` failed part-way (disk error, file shrank: the connection is aborted), or
+    /// the connection ended before the whole body was handed over.
     Failed {
         /// Catalog index.
         item: usize,
@@ -333,6 +335,19 @@ impl ItemBody {
                 content: 0,
                 events,
             }),
+        }
+    }
+}
+
+impl Drop for ItemBody {
+    fn drop(&mut self) {
+        // Dropped before the last byte: the connection went away (or hyper gave up on it).
+        if let Some(s) = self.inner.take() {
+            debug!(item = s.item, bytes = s.content, "item not fully served");
+            let _ = s.events.send(ServeEvent::Failed {
+                item: s.item,
+                error: format!("connection ended after {} bytes", s.content),
+            });
         }
     }
 }

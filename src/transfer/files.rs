@@ -345,16 +345,20 @@ pub struct StdinSource {
 /// (e.g. `std::env::temp_dir()`), since the manifest needs the size before sending. Blocking:
 /// call it before starting the transfer, or in `spawn_blocking`.
 pub fn spool_stdin(spool_dir: &Path) -> io::Result<StdinSource> {
-    let stdin = std::io::stdin();
-    let meta = std::fs::metadata("/proc/self/fd/0")?;
+    spool_fd(Path::new("/proc/self/fd/0"), spool_dir)
+}
+
+/// [`spool_stdin`] for any open descriptor, named by its `/proc/self/fd/N` path.
+fn spool_fd(fd_path: &Path, spool_dir: &Path) -> io::Result<StdinSource> {
+    let meta = std::fs::metadata(fd_path)?;
     if meta.is_file() {
         return Ok(StdinSource {
-            path: PathBuf::from("/proc/self/fd/0"),
+            path: fd_path.to_owned(),
             size: meta.len(),
             spool: None,
         });
     }
-    spool_reader(&mut stdin.lock(), spool_dir)
+    spool_reader(&mut std::fs::File::open(fd_path)?, spool_dir)
 }
 
 /// Copies `reader` to a temporary file in `spool_dir`, returning its path and size.
@@ -520,6 +524,45 @@ mod tests {
         rename_noreplace(&a, &dir.path().join("c")).unwrap();
         assert!(dir.path().join("c").is_dir());
         assert!(!a.exists());
+    }
+
+    #[test]
+    fn regular_file_descriptor_is_used_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("input");
+        std::fs::write(&path, b"redirected").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let src = spool_fd(&fd_path, dir.path()).unwrap();
+        assert_eq!((src.path.as_path(), src.size), (fd_path.as_path(), 10));
+        assert!(src.spool.is_none());
+        assert_eq!(std::fs::read(&src.path).unwrap(), b"redirected");
+    }
+
+    #[test]
+    fn pipe_descriptor_is_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe() writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        use std::os::fd::FromRawFd;
+        // SAFETY: both descriptors were just created and are owned here.
+        let (read_end, mut write_end) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        io::Write::write_all(&mut write_end, b"piped data").unwrap();
+        drop(write_end);
+        use std::os::fd::AsRawFd;
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", read_end.as_raw_fd()));
+        let src = spool_fd(&fd_path, dir.path()).unwrap();
+        assert_eq!(src.size, 10);
+        assert!(src.spool.is_some());
+        assert!(src.path.starts_with(dir.path()));
+        assert_eq!(std::fs::read(&src.path).unwrap(), b"piped data");
     }
 
     #[test]
