@@ -1417,3 +1417,30 @@ fn session_ids_and_paths_are_random_and_distinct() {
     let ids: std::collections::HashSet<String> = drain(&mut m).into_iter().map(|o| o.id).collect();
     assert_eq!(ids.len(), 20, "IQ ids unique");
 }
+
+#[test]
+fn accept_timeout_is_separate_from_the_transport_timeout() {
+    // A human may take minutes to decide; the transport timer stays short.
+    // (Legacy offer: no transport-accept IQ outstanding to muddy the timers.)
+    let now = t0();
+    let config = Config {
+        accept_timeout: Duration::from_secs(600),
+        ..Config::default()
+    };
+    let mut m = seeded_with(ME, 4, config);
+    assert!(m.handle_iq(
+        now,
+        set(PEER, "77", PEER, "initiate", &initiate_inner(false))
+    ));
+    let h = m.handles()[0];
+    drain(&mut m);
+    events(&mut m);
+    assert_eq!(m.poll_timeout(), Some(now + Duration::from_secs(600)));
+    m.handle_timeout(now + Duration::from_secs(599));
+    assert!(events(&mut m).is_empty());
+    let later = now + Duration::from_secs(599);
+    m.accept(later, h).unwrap();
+    let accept = drain(&mut m);
+    assert!(m.handle_iq(later, result_for(&accept[0])));
+    assert_eq!(m.poll_timeout(), Some(later + Duration::from_secs(50)));
+}

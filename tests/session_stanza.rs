@@ -794,3 +794,18 @@ fn bounded_copy_keeps_small_trees_and_truncates_deep_ones() {
     assert_eq!(c.children().count(), 0);
     assert_eq!(c.name(), "x");
 }
+
+#[test]
+fn accept_with_unreadable_description_reads_as_empty() {
+    // The sender ignores the answer's manifest; a bad one must not fail it.
+    let m = parse(
+        &format!(
+            r#"<description xmlns="{NS_SHARE}"><manifest><file size="-1"><name>a</name></file></manifest><protocol><http/></protocol></description>"#
+        ),
+        "accept",
+    )
+    .unwrap();
+    assert!(
+        matches!(m.body, SessionBody::Accept { ref description, .. } if description.manifest.items.is_empty())
+    );
+}

@@ -321,16 +321,22 @@ impl IqOut {
 /// root with attributes. Measured without recursion.
 pub fn bounded_copy(el: &Element) -> Element {
     let mut stack = vec![(el, 1usize)];
-    let mut count = 0usize;
-    let mut small = true;
-    while let Some((e, depth)) = stack.pop() {
-        count += 1;
-        if depth > MAX_COPY_DEPTH || count > MAX_COPY_ELEMENTS {
-            small = false;
-            break;
+    let mut seen = 1usize;
+    let small = 'walk: {
+        while let Some((e, depth)) = stack.pop() {
+            if depth > MAX_COPY_DEPTH {
+                break 'walk false;
+            }
+            for c in e.children() {
+                seen += 1;
+                if seen > MAX_COPY_ELEMENTS {
+                    break 'walk false;
+                }
+                stack.push((c, depth + 1));
+            }
         }
-        stack.extend(e.children().map(|c| (c, depth + 1)));
-    }
+        true
+    };
     if small {
         return el.clone();
     }

@@ -62,9 +62,12 @@ pub const MAX_PENDING_IQS: usize = 4096;
 /// Tunables; `Default` gives the documented values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Offer without decision, accepted session without usable transport,
-    /// completed session without the peer's `terminate`.
+    /// Accepted session without usable transport; completed session
+    /// without the peer's `terminate`.
     pub session_timeout: Duration,
+    /// Sender: how long the peer may take to accept or decline. Receiver:
+    /// how long an undecided offer is kept (raise it when a human decides).
+    pub accept_timeout: Duration,
     /// An IQ set of ours without result or error.
     pub iq_timeout: Duration,
     /// See [`MAX_SESSIONS`].
@@ -79,6 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             session_timeout: DEFAULT_SESSION_TIMEOUT,
+            accept_timeout: DEFAULT_SESSION_TIMEOUT,
             iq_timeout: DEFAULT_SESSION_TIMEOUT,
             max_sessions: MAX_SESSIONS,
             max_pending_offers: MAX_PENDING_OFFERS,
@@ -557,7 +561,7 @@ impl SessionManager {
             next_channel: 1,
             remote_candidates: Vec::new(),
             sent_candidates: Vec::new(),
-            timer: Some((now + self.config.session_timeout, TimerKind::Accept)),
+            timer: Some((now + self.config.accept_timeout, TimerKind::Accept)),
         };
         let body = SessionBody::Initiate {
             description: ShareDescription {
@@ -1002,7 +1006,7 @@ impl SessionManager {
             next_channel: 1,
             remote_candidates: Vec::new(),
             sent_candidates: Vec::new(),
-            timer: Some((now + self.config.session_timeout, TimerKind::Decision)),
+            timer: Some((now + self.config.accept_timeout, TimerKind::Decision)),
         };
         self.ack(&from, id);
         if s.dialect == Dialect::Modern {

@@ -835,8 +835,15 @@ impl SessionBody {
                         child: "description",
                     },
                 )?;
+                // The sender ignores the answer's contents (gabble echoes the
+                // manifest, LJ04 sends it empty), so an unreadable one is not
+                // worth failing the accept over: read it as empty.
+                let description = ShareDescription::try_from(desc_el).unwrap_or_else(|e| {
+                    debug!(error = %e, "unreadable accept description read as empty");
+                    ShareDescription::default()
+                });
                 SessionBody::Accept {
-                    description: ShareDescription::try_from(desc_el)?,
+                    description,
                     p2p_transport: p2p_transports().next().is_some(),
                 }
             }
