@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod config;
 pub mod ice;
+pub mod session;
 pub mod transfer;
 pub mod xmpp;
