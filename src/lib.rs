@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod ice;
 pub mod session;
 pub mod transfer;

@@ -4,6 +4,10 @@
 //! drives the session machine, and for each channel gathers candidates,
 //! connects, opens PseudoTCP and runs HTTP over it, writing to disk.
 
+pub mod files;
+pub mod names;
+pub mod tar;
+
 use std::time::Duration;
 
 use tokio_xmpp::parsers::jid::{BareJid, FullJid, Jid};
