@@ -67,7 +67,8 @@ pub struct Config {
     pub min_rto: Duration,
     /// RTO before the first RTT sample (RFC 6298: 1 s).
     pub initial_rto: Duration,
-    /// RTO ceiling after back-off.
+    /// RTO ceiling after back-off (while connecting the ceiling is 3 s, as
+    /// in LJ04/NICE, or this if lower).
     pub max_rto: Duration,
     /// Delayed-ACK timer for a lone full-sized segment. Every second segment
     /// and every short segment (the end of a write) are acked at once.
@@ -500,7 +501,7 @@ impl PseudoTcp {
             return Ok(n);
         }
         match self.state {
-            State::Closed => match self.close_error() {
+            State::Closed => match self.closed_reason {
                 Some(e) => Err(e),
                 None => Ok(0),
             },
@@ -509,7 +510,8 @@ impl PseudoTcp {
         }
     }
 
-    fn close_error(&self) -> Option<Error> {
+    /// Why the connection closed: `None` while open or after a local close.
+    pub fn close_reason(&self) -> Option<Error> {
         self.closed_reason
     }
 
@@ -663,7 +665,7 @@ impl PseudoTcp {
         let cap = if self.state == State::Established {
             self.cfg.max_rto
         } else {
-            MAX_RTO_CONNECTING.max(self.cfg.min_rto)
+            MAX_RTO_CONNECTING.min(self.cfg.max_rto)
         };
         self.rto = (self.rto * 2).min(cap);
         self.rto_deadline = Some(now + self.rto);

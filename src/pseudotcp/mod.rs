@@ -22,7 +22,7 @@ mod buffer;
 pub mod engine;
 pub mod segment;
 pub mod sim;
-// pub mod stream;
+pub mod stream;
 
 pub use engine::{Config, Error, Event, PseudoTcp, State, Stats};
-// pub use stream::{DatagramIo, Open, PseudoTcpStream};
+pub use stream::{DatagramIo, Open, PseudoTcpStream};
