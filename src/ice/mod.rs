@@ -10,7 +10,9 @@
 //! (PROTOCOL.md §B, CRATES.md §4).
 pub mod agent;
 mod candidate;
+pub mod driver;
 pub mod stun;
 
 pub use agent::{AddRemote, IceAgent, IceConfig, IceEvent, Received, Transmit};
 pub use candidate::{Candidate, CandidateType, random_fragment};
+pub use driver::{GatherConfig, IceChannel};

@@ -1,0 +1,616 @@
+//! tokio driver for the Google-dialect ICE agent: owns the UDP sockets, the
+//! timer and the queue of remote candidates, and exposes the datagram path
+//! PseudoTCP runs on (`poll_recv` / `poll_send` / `max_datagram_size`).
+//!
+//! Everything happens inside `poll_recv`: it reads every socket, lets the
+//! agent answer and send checks, runs the agent's timer and hands up only
+//! data datagrams from readable pairs, received straight into the caller's
+//! buffer (no copy, no allocation per datagram).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::{Instant as TokioInstant, Sleep};
+use tracing::{debug, trace, warn};
+
+use super::agent::{IceAgent, IceConfig, IceEvent, Received, Transmit};
+use super::candidate::{Candidate, CandidateType};
+
+/// Socket buffer size asked for: PseudoTCP bursts overflow the kernel's
+/// ≈208 KiB default and then stall on its 1 s minimum RTO (PROTOCOL.md §F.1).
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Largest UDP payload over IPv4 (65535 − 20 − 8).
+const MAX_UDP_PAYLOAD: usize = 65507;
+
+/// Datagram size used off loopback: libnice's PseudoTCP MTU (§F).
+const DEFAULT_PATH_DATAGRAM: usize = 1400;
+
+/// Data datagrams kept while [`IceChannel::connected`] waits (the peer may
+/// open PseudoTCP as soon as its side is writable).
+const MAX_EARLY_DATAGRAMS: usize = 64;
+
+/// What to gather.
+#[derive(Debug, Clone)]
+pub struct GatherConfig {
+    /// Transport channel name (`private-1`, `gabble-1`, …).
+    pub name: String,
+    /// Use only this local address (`--bind`); `None` or an unspecified
+    /// address means every usable interface.
+    pub bind: Option<IpAddr>,
+    /// STUN servers for server-reflexive candidates (`--stun`, jingleinfo).
+    pub stun: Vec<SocketAddr>,
+}
+
+impl GatherConfig {
+    /// A channel with no bind restriction and no STUN server.
+    pub fn new(name: &str) -> Self {
+        GatherConfig {
+            name: name.to_owned(),
+            bind: None,
+            stun: Vec::new(),
+        }
+    }
+}
+
+/// One ICE transport channel on real UDP sockets.
+pub struct IceChannel {
+    agent: IceAgent,
+    sockets: Vec<UdpSocket>,
+    remote_tx: mpsc::UnboundedSender<Candidate>,
+    remote_rx: mpsc::UnboundedReceiver<Candidate>,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<std::time::Instant>,
+    next_socket: usize,
+    early: VecDeque<Vec<u8>>,
+    pending_tx: Option<Transmit>,
+    send_waker: Option<Waker>,
+    selected: Option<(SocketAddr, SocketAddr)>,
+    max_datagram: usize,
+    failed: bool,
+    /// An agent event was seen since the last `poll_step` return.
+    changed: bool,
+}
+
+impl std::fmt::Debug for IceChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceChannel")
+            .field("sockets", &self.sockets.len())
+            .field("selected", &self.selected)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> std::time::Instant {
+    TokioInstant::now().into_std()
+}
+
+impl IceChannel {
+    /// Opens one UDP socket per usable local address, makes a host
+    /// candidate for each, and asks the STUN servers for server-reflexive
+    /// ones (waiting at most the agent's STUN timeout, 3 s).
+    pub async fn gather(config: GatherConfig) -> io::Result<IceChannel> {
+        let addrs = match config.bind {
+            Some(ip) if !ip.is_unspecified() => vec![ip],
+            _ => {
+                let mut v = interface_addresses()?;
+                if v.is_empty() {
+                    v.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                }
+                v
+            }
+        };
+        let mut agent = IceAgent::new(IceConfig::new(&config.name, rand::random()), now());
+        let mut sockets = Vec::new();
+        for ip in addrs {
+            let socket = match open_socket(ip) {
+                Ok(s) => s,
+                Err(e) if config.bind.is_none() => {
+                    debug!(%ip, error = %e, "skipping interface");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let local = socket.local_addr()?;
+            let cand = agent.make_local_candidate(local, CandidateType::Local);
+            debug!(%local, username = %cand.username, "host candidate");
+            agent.add_local_candidate(sockets.len(), cand);
+            sockets.push(socket);
+        }
+        if sockets.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                "no usable local address for ICE",
+            ));
+        }
+        let start = now();
+        for server in &config.stun {
+            for (i, s) in sockets.iter().enumerate() {
+                if s.local_addr()?.is_ipv4() == server.is_ipv4() {
+                    agent.add_stun_server(start, i, *server);
+                }
+            }
+        }
+        let (remote_tx, remote_rx) = mpsc::unbounded_channel();
+        let mut chan = IceChannel {
+            agent,
+            sockets,
+            remote_tx,
+            remote_rx,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer_at: None,
+            next_socket: 0,
+            early: VecDeque::new(),
+            pending_tx: None,
+            send_waker: None,
+            selected: None,
+            max_datagram: DEFAULT_PATH_DATAGRAM,
+            failed: false,
+            changed: false,
+        };
+        if !config.stun.is_empty() {
+            let mut scratch = vec![0u8; 2048];
+            poll_fn(|cx| {
+                loop {
+                    if chan.agent.gathering_complete() {
+                        return Poll::Ready(Ok::<(), io::Error>(()));
+                    }
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match chan.poll_step(cx, &mut buf) {
+                        // Data before any remote candidate cannot come.
+                        Poll::Ready(Ok(_)) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            })
+            .await?;
+        }
+        Ok(chan)
+    }
+
+    /// Our candidates (host, then server-reflexive), to signal to the peer.
+    pub fn local_candidates(&self) -> Vec<Candidate> {
+        self.agent.local_candidates().cloned().collect()
+    }
+
+    /// A handle other tasks use to pass remote candidates in; they are
+    /// picked up the next time this channel is polled.
+    pub fn remote_candidates_sink(&self) -> mpsc::UnboundedSender<Candidate> {
+        self.remote_tx.clone()
+    }
+
+    /// Adds a remote candidate directly.
+    pub fn add_remote_candidate(&mut self, cand: Candidate) {
+        let r = self.agent.add_remote_candidate(now(), cand);
+        trace!(?r, "remote candidate");
+    }
+
+    /// (local, remote) addresses of the pair data is sent on.
+    pub fn selected(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.selected
+    }
+
+    /// Waits until some pair is writable and one is selected.
+    pub async fn connected(&mut self, timeout: Duration) -> io::Result<()> {
+        let mut scratch = vec![0u8; 65536];
+        let fut = poll_fn(|cx| {
+            loop {
+                if self.agent.is_writable() && self.agent.selected().is_some() {
+                    return Poll::Ready(Ok(()));
+                }
+                if self.failed {
+                    return Poll::Ready(Err(ice_failed()));
+                }
+                let mut buf = ReadBuf::new(&mut scratch);
+                match self.poll_step(cx, &mut buf) {
+                    Poll::Ready(Ok(Step::Changed)) => {}
+                    Poll::Ready(Ok(Step::Data)) => {
+                        if self.early.len() < MAX_EARLY_DATAGRAMS {
+                            self.early.push_back(buf.filled().to_vec());
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        });
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no ICE connection before the timeout",
+            )),
+        }
+    }
+
+    /// Receives the next data datagram into `buf`, driving all ICE work
+    /// meanwhile. Must be polled for checks to be answered.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(d) = self.early.pop_front() {
+            let n = d.len().min(buf.remaining());
+            buf.put_slice(&d[..n]);
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            match self.poll_step(cx, buf) {
+                Poll::Ready(Ok(Step::Data)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(Step::Changed)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Sends one datagram on the selected pair; pending until one exists.
+    pub fn poll_send(&mut self, cx: &mut Context<'_>, datagram: &[u8]) -> Poll<io::Result<()>> {
+        let Some((socket, dest)) = self.agent.selected() else {
+            if self.failed {
+                return Poll::Ready(Err(ice_failed()));
+            }
+            self.send_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        };
+        let Some(sock) = self.sockets.get(socket) else {
+            return Poll::Ready(Err(io::Error::other("selected socket missing")));
+        };
+        match sock.poll_send_to(cx, datagram, dest) {
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            // An ICMP error from an earlier datagram: the path may recover
+            // or ICE will switch; UDP loses datagrams anyway.
+            Poll::Ready(Err(e)) if transient(&e) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Largest datagram worth sending on the selected path: ≈64 KiB on
+    /// loopback, otherwise min(1400, route MTU − IP/UDP headers).
+    pub fn max_datagram_size(&self) -> usize {
+        self.max_datagram
+    }
+
+    /// Receives one data datagram (convenience for tests and tools).
+    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| {
+            let mut rb = ReadBuf::new(buf);
+            match self.poll_recv(cx, &mut rb) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Sends one data datagram (convenience for tests and tools).
+    pub async fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        poll_fn(|cx| self.poll_send(cx, datagram)).await
+    }
+
+    // ----- internals -------------------------------------------------------
+
+    /// One step of work: returns when a data datagram is in `buf`, when the
+    /// agent reported an event (so callers waiting on state re-check), or
+    /// Pending with every waker registered.
+    fn poll_step(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<Step>> {
+        loop {
+            self.drive(cx);
+            if std::mem::take(&mut self.changed) {
+                return Poll::Ready(Ok(Step::Changed));
+            }
+            let n = self.sockets.len();
+            let mut progress = false;
+            for k in 0..n {
+                let i = (self.next_socket + k) % n;
+                let start = buf.filled().len();
+                match self.sockets[i].poll_recv_from(cx, buf) {
+                    Poll::Ready(Ok(from)) => {
+                        let r = self
+                            .agent
+                            .handle_datagram(now(), i, from, &buf.filled()[start..]);
+                        if r == Received::Data {
+                            self.next_socket = (i + 1) % n;
+                            return Poll::Ready(Ok(Step::Data));
+                        }
+                        buf.set_filled(start);
+                        progress = true;
+                        break;
+                    }
+                    Poll::Ready(Err(e)) if transient(&e) => {
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Remote candidates in, timer, STUN out, events.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        while let Poll::Ready(Some(c)) = self.remote_rx.poll_recv(cx) {
+            let r = self.agent.add_remote_candidate(now(), c);
+            trace!(?r, "remote candidate");
+        }
+        loop {
+            let t = now();
+            if self.agent.poll_timeout().is_some_and(|d| d <= t) {
+                self.agent.handle_timeout(t);
+            }
+            self.flush(cx);
+            match self.agent.poll_timeout() {
+                None => {
+                    self.timer_at = None;
+                    break;
+                }
+                Some(at) => {
+                    if self.timer_at != Some(at) {
+                        self.timer_at = Some(at);
+                        self.timer.as_mut().reset(TokioInstant::from_std(at));
+                    }
+                    if self.timer.as_mut().poll(cx).is_pending() {
+                        break;
+                    }
+                    // Fired: loop to run the agent's timeout.
+                    self.timer_at = None;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, cx: &mut Context<'_>) {
+        let t = now();
+        loop {
+            let tx = match self.pending_tx.take() {
+                Some(tx) => tx,
+                None => match self.agent.poll_transmit(t) {
+                    Some(tx) => tx,
+                    None => break,
+                },
+            };
+            let Some(s) = self.sockets.get(tx.socket) else {
+                continue;
+            };
+            match s.poll_send_to(cx, &tx.payload, tx.destination) {
+                Poll::Ready(Ok(_)) => {}
+                // STUN is repeated by the agent: an error just loses this one.
+                Poll::Ready(Err(e)) => {
+                    trace!(dest = %tx.destination, error = %e, "STUN send failed")
+                }
+                Poll::Pending => {
+                    // Not writable yet (or buffer full): keep it, woken later.
+                    self.pending_tx = Some(tx);
+                    break;
+                }
+            }
+        }
+        while let Some(e) = self.agent.poll_event() {
+            self.changed = true;
+            match e {
+                IceEvent::SelectedPairChanged {
+                    socket,
+                    local,
+                    remote,
+                } => {
+                    let local_ip = self
+                        .sockets
+                        .get(socket)
+                        .and_then(|s| s.local_addr().ok())
+                        .map_or(local.ip(), |a| a.ip());
+                    self.max_datagram = path_datagram_size(local_ip, remote);
+                    debug!(%local, %remote, max_datagram = self.max_datagram, "ICE selected pair");
+                    self.selected = Some((local, remote));
+                    if let Some(w) = self.send_waker.take() {
+                        w.wake();
+                    }
+                }
+                IceEvent::Writable => {
+                    self.failed = false;
+                    debug!("ICE writable");
+                }
+                IceEvent::Disconnected => debug!("ICE lost writability"),
+                IceEvent::Failed => {
+                    warn!("ICE failed: every candidate pair timed out");
+                    self.failed = true;
+                    if let Some(w) = self.send_waker.take() {
+                        w.wake();
+                    }
+                }
+                IceEvent::LocalCandidate(c) => {
+                    debug!(address = %c.address, "server-reflexive candidate")
+                }
+                IceEvent::GatheringComplete => trace!("gathering complete"),
+            }
+        }
+        if self.agent.selected().is_none() {
+            self.selected = None;
+        }
+    }
+}
+
+/// What [`IceChannel::poll_step`] produced.
+enum Step {
+    Data,
+    Changed,
+}
+
+fn ice_failed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionRefused,
+        "ICE failed: no candidate pair works",
+    )
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// A non-blocking UDP socket on `ip`, with large kernel buffers.
+fn open_socket(ip: IpAddr) -> io::Result<UdpSocket> {
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    set_buffers(&socket);
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Raises SO_RCVBUF/SO_SNDBUF; past `net.core.rmem_max` the FORCE variants
+/// work for root (CAP_NET_ADMIN). Failure only costs throughput.
+fn set_buffers(socket: &Socket) {
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        let want = libc::c_int::try_from(SOCKET_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
+        for (got, opt) in [
+            (socket.recv_buffer_size(), libc::SO_RCVBUFFORCE),
+            (socket.send_buffer_size(), libc::SO_SNDBUFFORCE),
+        ] {
+            // Linux reports twice the value set.
+            if got.is_ok_and(|g| g >= SOCKET_BUFFER_BYTES) {
+                continue;
+            }
+            // SAFETY: fd is a valid socket owned by `socket`; the option
+            // value is a c_int whose size is passed.
+            let _ = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&want as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+    trace!(
+        rcvbuf = ?socket.recv_buffer_size().ok(),
+        sndbuf = ?socket.send_buffer_size().ok(),
+        "socket buffers"
+    );
+}
+
+/// Usable local addresses: up, not loopback, not IPv6 link-local; IPv4
+/// first.
+pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        let flags = ifa.ifa_flags;
+        if ifa.ifa_addr.is_null()
+            || flags & libc::IFF_UP as libc::c_uint == 0
+            || flags & libc::IFF_LOOPBACK as libc::c_uint != 0
+        {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr whose
+        // family says which larger struct it is.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if family == libc::AF_INET {
+            // SAFETY: AF_INET addresses are sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            if !ip.is_link_local() && !v4.contains(&IpAddr::V4(ip)) {
+                v4.push(IpAddr::V4(ip));
+            }
+        } else if family == libc::AF_INET6 {
+            // SAFETY: AF_INET6 addresses are sockaddr_in6.
+            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let link_local = (ip.segments()[0] & 0xffc0) == 0xfe80;
+            if !link_local && !v6.contains(&IpAddr::V6(ip)) {
+                v6.push(IpAddr::V6(ip));
+            }
+        }
+    }
+    // SAFETY: `ifap` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    v4.extend(v6);
+    Ok(v4)
+}
+
+/// Datagram size for a path from `local` to `remote`.
+fn path_datagram_size(local: IpAddr, remote: SocketAddr) -> usize {
+    if remote.ip().is_loopback() {
+        return MAX_UDP_PAYLOAD;
+    }
+    let header = if remote.is_ipv4() { 28 } else { 48 };
+    match route_mtu(local, remote) {
+        // Routed through `lo` (one of our own addresses).
+        Some(mtu) if mtu >= 65535 => MAX_UDP_PAYLOAD,
+        Some(mtu) => mtu.saturating_sub(header).clamp(536, DEFAULT_PATH_DATAGRAM),
+        None => DEFAULT_PATH_DATAGRAM,
+    }
+}
+
+/// IP_MTU of the route to `remote` (Linux), from a throwaway connected socket.
+#[cfg(target_os = "linux")]
+fn route_mtu(local: IpAddr, remote: SocketAddr) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let s = std::net::UdpSocket::bind(SocketAddr::new(local, 0)).ok()?;
+    s.connect(remote).ok()?;
+    let (level, opt) = if remote.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd, out-pointer to a c_int with its size.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && mtu > 0).then_some(mtu as usize)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn route_mtu(_local: IpAddr, _remote: SocketAddr) -> Option<usize> {
+    None
+}
