@@ -151,6 +151,34 @@ fn gshare_against_a_big_mtu_libjingle_peer_takes_its_large_segments() {
 }
 
 #[test]
+fn fills_a_100_mbit_50_ms_bottleneck() {
+    // Virtual time, so this figure is exact and reproducible. Slow start
+    // overflows the one-BDP queue once; SACK recovery must repair every
+    // drop in about one round trip (no timeout, no spurious resends).
+    let rate = 12_500_000;
+    let fwd = LinkConfig::bottleneck(rate, Duration::from_millis(50), 0.0);
+    let back = LinkConfig {
+        bandwidth: None,
+        ..fwd.clone()
+    };
+    let mut sim = connected(Config::default(), Config::default(), fwd, back, 15);
+    let total = 48 << 20;
+    let r = transfer(
+        &mut sim,
+        &TransferSpec {
+            a_to_b: total,
+            ..TransferSpec::default()
+        },
+    )
+    .unwrap();
+    let rate_achieved = total as f64 / r.a_to_b_time.unwrap().as_secs_f64();
+    assert!(rate_achieved > 0.85 * rate as f64, "{rate_achieved}");
+    let st = sim.a.stats();
+    assert_eq!(st.timeouts, 0);
+    assert_eq!(st.retransmits, sim.ab.stats.queue_drops);
+}
+
+#[test]
 fn slow_reader_on_either_side_does_not_deadlock() {
     let small = Config {
         recv_buffer: 32 * 1024,

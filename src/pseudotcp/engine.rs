@@ -37,6 +37,28 @@ const ZERO_WINDOW_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(4);
 /// Clock granularity of the timestamps (ms), the `G` of RFC 6298.
 const CLOCK_GRANULARITY_US: u64 = 1000;
+/// HyStart++ (RFC 9406) constants: RTT samples needed per round, delay
+/// threshold bounds, conservative-slow-start growth divisor and length.
+const HS_MIN_SAMPLES: u32 = 8;
+const HS_MIN_ETA_US: u64 = 4_000;
+const HS_MAX_ETA_US: u64 = 16_000;
+const HS_CSS_DIVISOR: u64 = 4;
+const HS_CSS_ROUNDS: u32 = 5;
+
+/// HyStart++ state: leaves slow start when the RTT starts to grow (a queue
+/// is building) instead of when the bottleneck queue overflows, which at
+/// large windows costs hundreds of segments at once.
+#[derive(Debug, Default, Clone, Copy)]
+struct HyStart {
+    /// The current round ends when this much is acknowledged.
+    window_end: u64,
+    last_round_min_us: Option<u64>,
+    round_min_us: Option<u64>,
+    samples: u32,
+    /// In conservative slow start, with the RTT that triggered it.
+    css_baseline_us: Option<u64>,
+    css_rounds: u32,
+}
 
 /// Tunables. `Default` gives gshare's choices; see each field.
 #[derive(Debug, Clone)]
@@ -75,6 +97,8 @@ pub struct Config {
     pub ack_delay: Duration,
     /// Nagle's algorithm (libjingle always; NICE and gshare off).
     pub nagle: bool,
+    /// HyStart++ (RFC 9406): leave slow start when the RTT grows.
+    pub hystart: bool,
 }
 
 impl Default for Config {
@@ -93,6 +117,7 @@ impl Default for Config {
             max_rto: Duration::from_secs(60),
             ack_delay: Duration::from_millis(40),
             nagle: false,
+            hystart: true,
         }
     }
 }
@@ -227,6 +252,7 @@ pub struct PseudoTcp {
     ssthresh: u64,
     /// Bytes acked since cwnd last grew by one mss in congestion avoidance.
     cwnd_acc: u64,
+    hystart: HyStart,
     dup_acks: u32,
     in_recovery: bool,
     /// Both ends understand gshare SACK.
@@ -330,6 +356,7 @@ impl PseudoTcp {
             cwnd: 0,
             ssthresh: u64::MAX,
             cwnd_acc: 0,
+            hystart: HyStart::default(),
             dup_acks: 0,
             in_recovery: false,
             sack_ok: false,
@@ -649,6 +676,7 @@ impl PseudoTcp {
             self.ssthresh = (flight / 2).max(2 * self.mss as u64);
             self.cwnd = self.mss as u64;
             self.cwnd_acc = 0;
+            self.hystart.css_baseline_us = None;
         }
         self.in_recovery = false;
         self.dup_acks = 0;
@@ -832,7 +860,11 @@ impl PseudoTcp {
             if h.tsecr != 0 {
                 let rtt_ms = self.now_ms(now).wrapping_sub(h.tsecr) as i32;
                 if rtt_ms >= 0 {
-                    self.rtt_sample(u64::from(rtt_ms as u32) * 1000);
+                    let r = u64::from(rtt_ms as u32) * 1000;
+                    self.rtt_sample(r);
+                    if self.cfg.hystart && self.cwnd < self.ssthresh && !self.in_recovery {
+                        self.hystart_sample(r);
+                    }
                 }
             }
             self.snd_wnd = wnd;
@@ -903,6 +935,55 @@ impl PseudoTcp {
         self.rto = rto.clamp(self.cfg.min_rto, self.cfg.max_rto);
     }
 
+    fn hystart_sample(&mut self, r: u64) {
+        let hs = &mut self.hystart;
+        hs.round_min_us = Some(hs.round_min_us.map_or(r, |m| m.min(r)));
+        hs.samples += 1;
+        let (Some(cur), Some(last)) = (hs.round_min_us, hs.last_round_min_us) else {
+            return;
+        };
+        if hs.samples < HS_MIN_SAMPLES {
+            return;
+        }
+        match hs.css_baseline_us {
+            None => {
+                let eta = (last / 8).clamp(HS_MIN_ETA_US, HS_MAX_ETA_US);
+                if cur >= last + eta {
+                    trace!(cur, last, cwnd = self.cwnd, "hystart: delay increase, CSS");
+                    hs.css_baseline_us = Some(cur);
+                    hs.css_rounds = 0;
+                }
+            }
+            Some(base) if cur < base => {
+                // False alarm: back to standard slow start.
+                hs.css_baseline_us = None;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Round bookkeeping for HyStart++; called on every new ack.
+    fn hystart_round(&mut self) {
+        if self.snd_una < self.hystart.window_end {
+            return;
+        }
+        let hs = &mut self.hystart;
+        hs.window_end = self.snd_max;
+        if hs.round_min_us.is_some() {
+            hs.last_round_min_us = hs.round_min_us;
+        }
+        hs.round_min_us = None;
+        hs.samples = 0;
+        if hs.css_baseline_us.is_some() {
+            hs.css_rounds += 1;
+            if hs.css_rounds >= HS_CSS_ROUNDS {
+                // Enough: congestion avoidance from here on.
+                self.ssthresh = self.cwnd;
+                hs.css_baseline_us = None;
+            }
+        }
+    }
+
     fn on_new_ack(&mut self, acked: u64) {
         let mss = self.mss as u64;
         if self.in_recovery {
@@ -929,9 +1010,15 @@ impl PseudoTcp {
         if 2 * flight_before < self.cwnd {
             return;
         }
+        self.hystart_round();
         if self.cwnd < self.ssthresh {
-            // Slow start with appropriate byte counting, L = 2 (RFC 3465).
-            self.cwnd += acked.min(2 * mss);
+            // Slow start with appropriate byte counting, L = 2 (RFC 3465);
+            // a quarter of that in HyStart++'s conservative slow start.
+            let mut inc = acked.min(2 * mss);
+            if self.hystart.css_baseline_us.is_some() {
+                inc = (inc / HS_CSS_DIVISOR).max(1);
+            }
+            self.cwnd += inc;
         } else {
             // Congestion avoidance: one mss per window's worth of acked bytes.
             self.cwnd_acc += acked;
@@ -964,6 +1051,7 @@ impl PseudoTcp {
             self.ssthresh + 3 * mss
         };
         self.cwnd_acc = 0;
+        self.hystart.css_baseline_us = None;
         self.recover = self.snd_max;
         self.high_rxt = self.snd_una;
         self.in_recovery = true;
@@ -1183,7 +1271,8 @@ impl PseudoTcp {
         if seq == self.snd_una {
             self.head_xmits += 1;
         }
-        if self.in_recovery {
+        if self.in_recovery && seq < self.snd_max {
+            // HighRxt (RFC 6675) moves with retransmissions only.
             self.high_rxt = self.high_rxt.max(end);
         }
         if self.snd_nxt >= seq && self.snd_nxt < end {
