@@ -694,3 +694,32 @@ fn newer_generation_replaces_older_candidates() {
         AddRemote::Rejected(_)
     ));
 }
+
+#[test]
+fn failed_channel_revives_on_new_candidate() {
+    let mut net = Net::new(&[&["10.0.0.1:1000"], &["10.0.0.2:2000"]], 11);
+    // Node 0 only knows a wrong address for node 1.
+    let mut wrong = net.candidates(1)[0].clone();
+    wrong.address = addr("10.0.0.9:9");
+    let now = net.now;
+    net.nodes[0].agent.add_remote_candidate(now, wrong);
+    net.run_until(Duration::from_secs(20));
+    assert!(net.nodes[0].agent.is_failed());
+    assert!(
+        net.nodes[0].agent.poll_timeout().is_none(),
+        "idle once failed"
+    );
+    // The right candidate arrives (a newer generation, as a restart would).
+    let mut right = net.candidates(1)[0].clone();
+    right.generation = 1;
+    let now = net.now;
+    assert_eq!(
+        net.nodes[0].agent.add_remote_candidate(now, right),
+        AddRemote::Added
+    );
+    net.signal(0, 1);
+    net.run_until(Duration::from_secs(21));
+    assert!(!net.nodes[0].agent.is_failed());
+    assert!(net.nodes[0].agent.is_writable());
+    assert!(net.nodes[1].agent.is_writable());
+}

@@ -1101,6 +1101,10 @@ impl IceAgent {
             ChannelState::Failed
         } else if self.state == ChannelState::Writable {
             ChannelState::Disconnected
+        } else if self.state == ChannelState::Failed {
+            // Revived by a new candidate or a check from the peer: checking
+            // again, reported by the next Writable or Failed.
+            ChannelState::New
         } else {
             self.state
         };

@@ -421,14 +421,10 @@ impl IceChannel {
                         w.wake();
                     }
                 }
-                IceEvent::Writable => {
-                    self.failed = false;
-                    debug!("ICE writable");
-                }
+                IceEvent::Writable => debug!("ICE writable"),
                 IceEvent::Disconnected => debug!("ICE lost writability"),
                 IceEvent::Failed => {
                     warn!("ICE failed: every candidate pair timed out");
-                    self.failed = true;
                     if let Some(w) = self.send_waker.take() {
                         w.wake();
                     }
@@ -442,6 +438,7 @@ impl IceChannel {
         if self.agent.selected().is_none() {
             self.selected = None;
         }
+        self.failed = self.agent.is_failed();
     }
 }
 
