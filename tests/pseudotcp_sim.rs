@@ -178,6 +178,97 @@ fn fills_a_100_mbit_50_ms_bottleneck() {
     assert_eq!(st.retransmits, sim.ab.stats.queue_drops);
 }
 
+/// Byte at stream offset `pos` for the wrap-around test: one value per
+/// 64 KiB block, so whole blocks can be produced by memset and checked by
+/// memcmp (fast even in a debug build).
+fn block_byte(pos: u64) -> u8 {
+    ((pos >> 16).wrapping_mul(31) % 251) as u8
+}
+
+#[test]
+fn sequence_numbers_wrap_after_4_gib() {
+    // 4.5 GiB each way crosses the 32-bit sequence space of both ends, with
+    // a little loss so retransmission and SACK happen around the wrap.
+    let big = Config {
+        max_datagram_size: 65507,
+        ..Config::default()
+    };
+    let link = LinkConfig {
+        delay: Duration::from_millis(1),
+        loss: 0.001,
+        ..LinkConfig::default()
+    };
+    let mut sim = connected(big.clone(), big, link.clone(), link, 16);
+    const TOTAL: u64 = (4 << 30) + (512 << 20);
+    const BLOCK: usize = 1 << 16;
+    let mut sent = [0u64; 2];
+    let mut got = [0u64; 2];
+    let mut wbuf = vec![0u8; BLOCK];
+    let mut rbuf = vec![0u8; 1 << 20];
+    let mut expect = vec![0u8; BLOCK];
+    while got != [TOTAL; 2] {
+        for side in 0..2 {
+            let (tx, rx) = if side == 0 {
+                (&mut sim.a, &mut sim.b)
+            } else {
+                (&mut sim.b, &mut sim.a)
+            };
+            while sent[side] < TOTAL {
+                let pos = sent[side];
+                let off = (pos % BLOCK as u64) as usize;
+                wbuf.fill(block_byte(pos));
+                match tx.send(&wbuf[off..]) {
+                    Ok(n) => sent[side] += n as u64,
+                    Err(_) => break,
+                }
+            }
+            while let Ok(n) = rx.recv(&mut rbuf) {
+                assert!(n > 0);
+                let mut at = 0;
+                while at < n {
+                    let pos = got[side] + at as u64;
+                    let len = (BLOCK - (pos % BLOCK as u64) as usize).min(n - at);
+                    expect[..len].fill(block_byte(pos));
+                    assert!(rbuf[at..at + len] == expect[..len], "bad data at {pos}");
+                    at += len;
+                }
+                got[side] += n as u64;
+            }
+        }
+        assert!(sim.step(None), "stalled at {got:?}");
+    }
+    assert!(sim.a.stats().retransmits > 0 && sim.b.stats().retransmits > 0);
+    assert_eq!(sim.a.state(), State::Established);
+}
+
+#[test]
+fn windows_smaller_than_a_segment_still_flow() {
+    let tiny = Config {
+        recv_buffer: 1500,
+        send_buffer: 3000,
+        ..Config::default()
+    };
+    for (ca, cb) in [
+        (tiny.clone(), Config::default()),
+        (Config::compat(), tiny.clone()),
+        (tiny.clone(), tiny),
+    ] {
+        let mut sim = connected(ca, cb, impaired(5, 0.05), impaired(5, 0.05), 17);
+        transfer(
+            &mut sim,
+            &TransferSpec {
+                a_to_b: 200_000,
+                b_to_a: 100_000,
+                write_size: (1, 5000),
+                read_size: (1, 3000),
+                time_limit: Duration::from_secs(100_000),
+                ..TransferSpec::default()
+            },
+        )
+        .unwrap();
+    }
+}
+
 #[test]
 fn slow_reader_on_either_side_does_not_deadlock() {
     let small = Config {

@@ -67,15 +67,6 @@ impl Ring {
         }
     }
 
-    fn read(&self, mut pos: u64, mut out: &mut [u8]) {
-        while !out.is_empty() {
-            let (i, n) = self.span(pos, out.len());
-            out[..n].copy_from_slice(&self.buf[i..i + n]);
-            out = &mut out[n..];
-            pos += n as u64;
-        }
-    }
-
     /// The (at most two) slices holding `[pos, pos + len)`.
     fn slices(&self, pos: u64, len: usize) -> (&[u8], &[u8]) {
         if len == 0 {
@@ -262,12 +253,27 @@ impl RecvBuffer {
         self.ooo.splice(i..j, [(s, e)]);
     }
 
-    /// Copies readable bytes into `out`; returns how many.
-    pub(crate) fn read(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.readable());
-        self.ring.read(self.read, &mut out[..n]);
+    /// Hands up to `max` readable bytes to `f` (at most two slices, in
+    /// order) and consumes them; returns how many.
+    pub(crate) fn read_with(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
+        let n = max.min(self.readable());
+        let (a, b) = self.ring.slices(self.read, n);
+        f(a);
+        if !b.is_empty() {
+            f(b);
+        }
         self.read += n as u64;
         n
+    }
+
+    /// Copies readable bytes into `out`; returns how many.
+    #[cfg(test)]
+    pub(crate) fn read(&mut self, out: &mut [u8]) -> usize {
+        let mut at = 0;
+        self.read_with(out.len(), |s| {
+            out[at..at + s.len()].copy_from_slice(s);
+            at += s.len();
+        })
     }
 }
 

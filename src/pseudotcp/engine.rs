@@ -516,10 +516,21 @@ impl PseudoTcp {
     /// after the connection closed, buffered bytes are still delivered and
     /// then `Ok(0)` (local close) or the error that ended it.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
-        if buf.is_empty() {
+        let mut at = 0;
+        self.recv_with(buf.len(), |s| {
+            buf[at..at + s.len()].copy_from_slice(s);
+            at += s.len();
+        })
+    }
+
+    /// Like [`recv`](Self::recv), but hands up to `max` bytes to `f` as (at
+    /// most two) slices, so the caller can copy straight into uninitialised
+    /// memory (a tokio `ReadBuf`) without zeroing it first.
+    pub fn recv_with(&mut self, max: usize, f: impl FnMut(&[u8])) -> Result<usize, Error> {
+        if max == 0 {
             return Ok(0);
         }
-        let n = self.rbuf.read(buf);
+        let n = self.rbuf.read_with(max, f);
         if self.rbuf.readable() == 0 {
             self.read_armed = true;
         }

@@ -256,10 +256,10 @@ impl AsyncRead for PseudoTcpStream {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let dst = buf.initialize_unfilled();
-        match inner.tcp.recv(dst) {
-            Ok(n) => {
-                buf.advance(n);
+        let max = buf.remaining();
+        // put_slice copies into the unfilled part without zeroing it first.
+        match inner.tcp.recv_with(max, |s| buf.put_slice(s)) {
+            Ok(_) => {
                 if inner.tcp.wants_transmit() {
                     inner.wake_driver();
                 }
