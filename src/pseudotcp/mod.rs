@@ -13,10 +13,18 @@
 //! [`DatagramIo`]), and [`sim`] a deterministic simulated network for tests
 //! and benchmarks.
 //!
-//! Interop and speed: against libjingle/libnice it behaves like them (MTU
-//! 1400, no FIN, window scaling only if both offer it). When the peer's
-//! CONNECT carries gshare's private option, segments grow to the path's
-//! datagram limit (64 KiB on loopback) and windows to several MiB.
+//! Interop: against libjingle/libnice it behaves like them — MTU 1400 (mss
+//! 1284), no FIN (option 254 is never offered), window scaling only if both
+//! CONNECTs offer it, 30/15 transmission limits. Its sender is a modern TCP
+//! either way (RFC 6298 RTO with a 200 ms floor, NewReno, limited transmit,
+//! HyStart++, delayed acks that ack every second segment and every short one).
+//!
+//! Between two gshare peers (private CONNECT option 0x67, which libnice skips
+//! by length and libjingle 0.4 never reads): segments sized to the path's
+//! datagram limit (64 KiB on loopback), multi-MiB scaled windows, and
+//! selective acknowledgements (flag 0x10). Large windows need large UDP
+//! socket buffers: whoever owns the socket should raise SO_RCVBUF/SO_SNDBUF
+//! to several MiB (PROTOCOL.md §F.1).
 
 mod buffer;
 pub mod engine;
