@@ -137,3 +137,10 @@ async fn silent_stun_server_does_not_block_gathering_forever() {
         "{took:?}"
     );
 }
+
+#[test]
+fn channel_fits_the_pseudotcp_datagram_io_bounds() {
+    // PseudoTCP's DatagramIo requires Send + Unpin + 'static.
+    fn bounds<T: Send + Unpin + 'static>() {}
+    bounds::<IceChannel>();
+}

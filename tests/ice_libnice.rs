@@ -96,7 +96,12 @@ async fn interop(order: Order, controlling: bool) {
             }
         }
     }
+    let t0 = std::time::Instant::now();
     let connected = nice.expect("CONNECTED", Duration::from_secs(10)).await;
+    println!(
+        "{order:?} controlling={controlling}: libnice CONNECTED after {:?}",
+        t0.elapsed()
+    );
     // libnice selected our host candidate.
     let our_addr = ours[0].address;
     assert!(

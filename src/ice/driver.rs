@@ -200,6 +200,17 @@ impl IceChannel {
         self.selected
     }
 
+    /// True while some pair is writable.
+    pub fn is_writable(&self) -> bool {
+        self.agent.is_writable()
+    }
+
+    /// True once every pair has timed out both ways (the peer is gone or
+    /// unreachable); `poll_send` then fails. New candidates revive it.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
     /// Waits until some pair is writable and one is selected.
     pub async fn connected(&mut self, timeout: Duration) -> io::Result<()> {
         let mut scratch = vec![0u8; 65536];
