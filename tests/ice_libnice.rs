@@ -162,3 +162,49 @@ async fn libnice_pair_reliable_transfer() {
         bytes as f64 / received.seconds / 1e6
     );
 }
+
+#[tokio::test]
+async fn libnice_reliable_pseudotcp_segments_reach_the_channel() {
+    // A reliable libnice agent opens PseudoTCP as soon as it has a selected
+    // pair: its CONNECT segment must come out of our channel as data (not
+    // be mistaken for STUN, not be dropped as unreadable).
+    let mut nice = NicePeer::spawn(&NiceOptions {
+        reliable: true,
+        controlling: true,
+        ..Default::default()
+    })
+    .await;
+    let mut chan = IceChannel::gather(GatherConfig {
+        name: "private-1".into(),
+        bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        stun: Vec::new(),
+    })
+    .await
+    .expect("gather");
+    for c in chan.local_candidates() {
+        nice.add_remote(&c).await;
+    }
+    for c in nice.candidates.clone() {
+        chan.add_remote_candidate(c);
+    }
+    let segment = tokio::spawn(async move {
+        chan.connected(Duration::from_secs(10))
+            .await
+            .expect("connects");
+        let mut buf = vec![0u8; 65536];
+        let n = tokio::time::timeout(Duration::from_secs(5), chan.recv(&mut buf))
+            .await
+            .expect("a PseudoTCP segment from libnice")
+            .unwrap();
+        buf.truncate(n);
+        buf
+    });
+    nice.expect("CONNECTED", Duration::from_secs(10)).await;
+    let seg = segment.await.unwrap();
+    // §C.1: conversation 0, CTL flag, payload starting with CTL_CONNECT.
+    assert!(seg.len() > 24, "{seg:?}");
+    assert_eq!(&seg[..4], &[0, 0, 0, 0]);
+    assert_ne!(seg[13] & 0x02, 0, "CTL flag: {seg:?}");
+    assert_eq!(seg[24], 0x00, "CTL_CONNECT");
+    nice.quit().await;
+}
