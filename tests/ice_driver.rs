@@ -144,3 +144,58 @@ fn channel_fits_the_pseudotcp_datagram_io_bounds() {
     fn bounds<T: Send + Unpin + 'static>() {}
     bounds::<IceChannel>();
 }
+
+async fn connect_pair(ip: IpAddr) -> (IceChannel, tokio::task::JoinHandle<IceChannel>) {
+    let cfg = GatherConfig {
+        name: "private-5".into(),
+        bind: Some(ip),
+        stun: Vec::new(),
+    };
+    let mut a = IceChannel::gather(cfg.clone()).await.unwrap();
+    let mut b = IceChannel::gather(cfg).await.unwrap();
+    for c in b.local_candidates() {
+        a.add_remote_candidate(c);
+    }
+    for c in a.local_candidates() {
+        b.add_remote_candidate(c);
+    }
+    let task = tokio::spawn(async move {
+        b.connected(Duration::from_secs(5)).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = b.recv(&mut buf).await.unwrap();
+        b.send(&buf[..n]).await.unwrap();
+        b
+    });
+    a.connected(Duration::from_secs(5)).await.unwrap();
+    a.send(b"\0\0ping").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), a.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"\0\0ping");
+    (a, task)
+}
+
+#[tokio::test]
+async fn ipv6_loopback_works() {
+    let (a, b) = connect_pair("::1".parse().unwrap()).await;
+    let (local, remote) = a.selected().unwrap();
+    assert!(local.is_ipv6() && remote.is_ipv6());
+    assert!(a.max_datagram_size() > 60_000);
+    b.await.unwrap();
+}
+
+#[tokio::test]
+async fn own_interface_address_routes_via_loopback_mtu() {
+    // Two channels on this host's own (non-loopback) address: the route goes
+    // through `lo`, so IP_MTU gives the 64 KiB loopback MTU.
+    let ip = gshare::ice::driver::interface_addresses()
+        .unwrap()
+        .into_iter()
+        .find(|a| a.is_ipv4())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (a, b) = connect_pair(ip).await;
+    assert_eq!(a.max_datagram_size(), 65507);
+    b.await.unwrap();
+}
