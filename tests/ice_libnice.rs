@@ -157,9 +157,12 @@ async fn libnice_pair_reliable_transfer() {
     assert_eq!(received.sha256, expected);
     assert_eq!(received.bytes, bytes);
     println!(
-        "libnice<->libnice reliable: {bytes} bytes in {:.3} s = {:.1} MB/s",
+        "libnice<->libnice reliable: {bytes} bytes in {:.3} s = {:.1} MB/s; \
+         CPU s (whole process) sender {:?}, receiver {:?}",
         received.seconds,
-        bytes as f64 / received.seconds / 1e6
+        bytes as f64 / received.seconds / 1e6,
+        sent.cpu_seconds,
+        received.cpu_seconds
     );
 }
 

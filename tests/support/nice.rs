@@ -112,6 +112,9 @@ pub struct TransferReport {
     pub sha256: String,
     pub bytes: u64,
     pub seconds: f64,
+    /// The peer process's user + system CPU seconds at the end (from the
+    /// `CPU` line after the report), when read.
+    pub cpu_seconds: Option<f64>,
 }
 
 impl NicePeer {
@@ -269,6 +272,16 @@ pub fn parse_report(line: &str) -> TransferReport {
         sha256: f[2].to_owned(),
         bytes: f[4].parse().expect("bytes"),
         seconds: f[6].parse().expect("seconds"),
+        cpu_seconds: None,
+    }
+}
+
+/// Parses `CPU USER <s> SYS <s>` into total seconds.
+pub fn parse_cpu(line: &str) -> Option<f64> {
+    let f: Vec<&str> = line.split(' ').collect();
+    match f.as_slice() {
+        ["CPU", "USER", u, "SYS", s] => Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?),
+        _ => None,
     }
 }
 
@@ -351,8 +364,10 @@ pub async fn libnice_pair_transfer(bytes: u64, seed: u64) -> (TransferReport, Tr
         tx.add_remote(&c).await;
     }
     let limit = Duration::from_secs(30 + bytes / (1 << 20));
-    let received = parse_report(&rx.expect("RECEIVED", limit).await);
-    let sent = parse_report(&tx.expect("SENT", Duration::from_secs(10)).await);
+    let mut received = parse_report(&rx.expect("RECEIVED", limit).await);
+    received.cpu_seconds = parse_cpu(&rx.expect("CPU", Duration::from_secs(5)).await);
+    let mut sent = parse_report(&tx.expect("SENT", Duration::from_secs(10)).await);
+    sent.cpu_seconds = parse_cpu(&tx.expect("CPU", Duration::from_secs(5)).await);
     tx.quit().await;
     rx.quit().await;
     (sent, received)

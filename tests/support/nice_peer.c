@@ -33,6 +33,7 @@
  *       first send to the last accepted byte
  *   RECEIVED SHA256 <hex> BYTES <n> SECONDS <t>
  *       --recv finished; t from the first to the last received byte
+ *   CPU USER <s> SYS <s>       after SENT/RECEIVED: the process's CPU time
  *
  * Input lines (stdin)
  *   CANDIDATE <ip> <port> <username> <password> <type>
@@ -56,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static NiceAgent *agent;
 static GMainLoop *loop;
@@ -92,6 +94,16 @@ static void out(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stdout);
     fflush(stdout);
+}
+
+/* Process CPU time so far: throughput per CPU-second does not depend on
+ * how busy the machine is. */
+static void print_cpu(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        out("CPU USER %.3f SYS %.3f", ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+            ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
 }
 
 static uint64_t gen_next(void)
@@ -146,6 +158,7 @@ static void try_send(void)
     double t = (g_get_monotonic_time() - send_start) / 1e6;
     out("SENT SHA256 %s BYTES %" G_GUINT64_FORMAT " SECONDS %.6f",
         g_checksum_get_string(send_sum), sent, t);
+    print_cpu();
 }
 
 static gboolean send_idle(gpointer data)
@@ -176,6 +189,7 @@ static void recv_cb(NiceAgent *a, guint sid, guint cid, guint len, gchar *buf, g
         double t = (g_get_monotonic_time() - recv_start) / 1e6;
         out("RECEIVED SHA256 %s BYTES %" G_GUINT64_FORMAT " SECONDS %.6f",
             g_checksum_get_string(recv_sum), received, t);
+        print_cpu();
     }
 }
 
