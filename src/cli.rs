@@ -47,10 +47,10 @@ pub struct GlobalArgs {
     /// Config file (default: $XDG_CONFIG_HOME/gshare/config.toml).
     #[arg(long, global = true, value_name = "PATH", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
-    /// Only use local addresses on this interface address for the transfer
-    /// (repeatable; default: every usable interface).
+    /// Only use this local address for the transfer (default: every usable
+    /// interface).
     #[arg(long, global = true, value_name = "ADDR")]
-    pub bind: Vec<std::net::IpAddr>,
+    pub bind: Option<std::net::IpAddr>,
     /// STUN server for a server-reflexive candidate (repeatable; the XMPP
     /// server's google:jingleinfo answer is used as well).
     #[arg(long, global = true, value_name = "HOST:PORT")]

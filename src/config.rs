@@ -19,8 +19,7 @@ pub struct ConfigFile {
     pub resource: Option<String>,
     #[serde(default)]
     pub stun: Vec<String>,
-    #[serde(default)]
-    pub bind: Vec<std::net::IpAddr>,
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// Why the settings do not work.
@@ -43,7 +42,7 @@ pub struct Settings {
     pub ca_file: Option<PathBuf>,
     pub resource: Option<String>,
     pub stun: Vec<String>,
-    pub bind: Vec<std::net::IpAddr>,
+    pub bind: Option<std::net::IpAddr>,
 }
 
 /// Where the config file is looked for by default.
@@ -119,11 +118,7 @@ pub fn resolve(args: &GlobalArgs) -> Result<Settings, ConfigError> {
         } else {
             args.stun.clone()
         },
-        bind: if args.bind.is_empty() {
-            file.bind
-        } else {
-            args.bind.clone()
-        },
+        bind: args.bind.or(file.bind),
     })
 }
 
@@ -168,13 +163,13 @@ ca-file = "/etc/ca.pem"
 resource = "laptop"
 password-command = "pass show xmpp"
 stun = ["stun.example.net:3478"]
-bind = ["192.0.2.1"]"#,
+bind = "192.0.2.1""#,
         )
         .unwrap();
         assert_eq!(c.jid.as_deref(), Some("romeo@montague.lit"));
         assert_eq!(c.server.as_deref(), Some("127.0.0.1:5222"));
         assert_eq!(c.password_command.as_deref(), Some("pass show xmpp"));
-        assert_eq!(c.bind.len(), 1);
+        assert_eq!(c.bind, Some([192, 0, 2, 1].into()));
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! drives the session machine, and for each channel gathers candidates,
 //! connects, opens PseudoTCP and runs HTTP over it, writing to disk.
 
+mod channel;
 pub mod files;
 pub mod names;
+mod receive;
+mod report;
+mod send;
+mod signalling;
 pub mod tar;
 
 use std::time::Duration;
@@ -54,25 +59,8 @@ impl From<config::ConfigError> for Failure {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let settings = config::resolve(&cli.global)?;
     match &cli.command {
-        Command::Send(args) => {
-            let (files, target) = args.files_and_target();
-            let target = parse_target(target)?;
-            let xmpp = login(&settings, ConnectOptions::default()).await?;
-            let wait = Duration::from_secs(args.wait);
-            let peer = resolve_target(&xmpp, &target, wait).await?;
-            tracing::info!(%peer, "sending to");
-            let _ = files;
-            Err(Failure::new(
-                Exit::Failure,
-                "the transfer layers are not wired yet",
-            ))
-        }
-        Command::Receive(_) => {
-            let xmpp = login(&settings, ConnectOptions::default()).await?;
-            tracing::info!(jid = %xmpp.jid(), "waiting for offers");
-            std::future::pending::<()>().await;
-            Ok(())
-        }
+        Command::Send(args) => send::run(&cli.global, &settings, args).await,
+        Command::Receive(args) => receive::run(&cli.global, &settings, args).await,
         Command::Completions { .. } => Ok(()),
     }
 }
@@ -95,7 +83,10 @@ pub fn parse_target(text: &str) -> Result<Jid, Failure> {
 }
 
 /// Logs in with the merged settings.
-pub async fn login(settings: &Settings, options: ConnectOptions) -> Result<Xmpp, Failure> {
+pub async fn login(
+    settings: &Settings,
+    options: ConnectOptions,
+) -> Result<(Xmpp, tokio::sync::mpsc::Receiver<crate::xmpp::Incoming>), Failure> {
     let jid: BareJid = settings.jid.parse().map_err(|e| {
         Failure::new(
             Exit::Usage,
@@ -109,29 +100,40 @@ pub async fn login(settings: &Settings, options: ConnectOptions) -> Result<Xmpp,
         server: settings.server.clone(),
         ca_file: settings.ca_file.clone(),
     };
-    let (xmpp, _incoming) = Xmpp::connect(&account, options).await?;
-    Ok(xmpp)
+    Ok(Xmpp::connect(&account, options).await?)
 }
 
 /// A full JID is used as given; a bare JID waits up to `wait` for an
-/// available resource that advertises share-v1 (directed presence and a
-/// probe are sent first, so no roster subscription is needed).
+/// available resource that advertises share-v1. Directed presence and a
+/// probe are sent (and repeated while waiting, for a recipient that comes
+/// online later), so no roster subscription is needed.
 pub async fn resolve_target(xmpp: &Xmpp, target: &Jid, wait: Duration) -> Result<FullJid, Failure> {
-    xmpp.announce_to(&target.to_bare()).await?;
+    const REANNOUNCE: Duration = Duration::from_secs(2);
+    let bare = target.to_bare();
+    xmpp.announce_to(&bare).await?;
     if let Ok(full) = target.clone().try_into_full() {
         return Ok(full);
     }
-    let bare = target.to_bare();
-    xmpp.resolve_share_resource(&bare, wait)
-        .await
-        .ok_or_else(|| {
-            Failure::new(
-                Exit::Unreachable,
-                format!(
-                    "{bare} is offline or has no resource that can receive files \
-                 (waited {}s; is `gshare receive` running there?)",
-                    wait.as_secs()
-                ),
-            )
-        })
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Some(full) = xmpp
+            .resolve_share_resource(&bare, left.min(REANNOUNCE))
+            .await
+        {
+            return Ok(full);
+        }
+        if left <= REANNOUNCE {
+            break;
+        }
+        xmpp.announce_to(&bare).await?;
+    }
+    Err(Failure::new(
+        Exit::Unreachable,
+        format!(
+            "{bare} is offline or has no resource that can receive files \
+             (waited {}s; is `gshare receive` running there?)",
+            wait.as_secs()
+        ),
+    ))
 }

@@ -1,0 +1,494 @@
+//! gshare → gshare through a real Prosody: the whole stack (XMPP, session,
+//! Google ICE, PseudoTCP, HTTP) with real processes, real sockets and real
+//! files. SHA-256 compared on both sides.
+
+#[path = "support/prosody.rs"]
+mod prosody;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use prosody::Prosody;
+use sha2::{Digest, Sha256};
+
+const ROMEO: (&str, &str) = ("romeo", "r0meo-pw");
+const JULIET: (&str, &str) = ("juliet", "jul1et-pw");
+
+fn server() -> Prosody {
+    Prosody::start(&[ROMEO, JULIET])
+}
+
+fn sha256_file(p: &Path) -> String {
+    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast even in debug builds.
+fn write_random(p: &Path, len: u64, seed: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
+    let mut x = seed | 1;
+    let mut left = len;
+    let mut block = vec![0u8; 1 << 16];
+    while left > 0 {
+        for chunk in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+}
+
+/// A running `gshare receive --json`, with its event lines.
+struct Receiver {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Receiver {
+    fn start(p: &Prosody, out: &Path, extra: &[&str]) -> Receiver {
+        let mut cmd = p.gshare(JULIET.0, JULIET.1);
+        cmd.args(["receive", "--json", "--once", "--bind", "127.0.0.1", "-o"])
+            .arg(out)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn receiver");
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut r = Receiver {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        r.wait_for("\"ready\"", Duration::from_secs(20));
+        r
+    }
+
+    /// Waits for an event line containing `needle`.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("receiver never printed {needle}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn finish(mut self, timeout: Duration) -> (i32, String, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("receiver did not exit; events {:#?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(l);
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code().unwrap_or(-1), err, self.seen)
+    }
+}
+
+fn send(p: &Prosody, args: &[&Path], extra: &[&str]) -> Output {
+    let mut cmd = p.gshare(ROMEO.0, ROMEO.1);
+    cmd.args(["send", "--bind", "127.0.0.1"]).args(extra);
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.arg(Prosody::jid(JULIET.0)).stdin(Stdio::null());
+    cmd.output().expect("run sender")
+}
+
+fn transfer_ok(files: &[PathBuf]) -> (tempfile::TempDir, Vec<String>) {
+    let p = server();
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--from", "romeo@localhost"],
+    );
+    let refs: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let sent = send(&p, &refs, &[]);
+    let sender_err = String::from_utf8_lossy(&sent.stderr).into_owned();
+    let (code, recv_err, events) = recv.finish(Duration::from_secs(120));
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "sender failed: {sender_err}\nreceiver: {recv_err}"
+    );
+    assert_eq!(
+        code, 0,
+        "receiver failed: {recv_err}\nsender: {sender_err}\nevents {events:#?}"
+    );
+    (out, events)
+}
+
+fn check_same(src: &Path, dst: &Path) {
+    assert_eq!(
+        sha256_file(src),
+        sha256_file(dst),
+        "{} differs",
+        dst.display()
+    );
+}
+
+#[test]
+fn sizes_0_1_1mib_each_arrive_intact() {
+    let src = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, len) in [("empty.bin", 0u64), ("one.bin", 1), ("mebi.bin", 1 << 20)] {
+        let f = src.path().join(name);
+        write_random(&f, len, len + 7);
+        files.push(f);
+    }
+    // Three files in one offer, too.
+    let (out, events) = transfer_ok(&files);
+    for f in &files {
+        check_same(f, &out.path().join(f.file_name().unwrap()));
+    }
+    let items = events.iter().filter(|e| e.contains("\"item\"")).count();
+    assert_eq!(items, 3, "{events:#?}");
+    // The item events carry the SHA-256 the receiver computed while writing.
+    let one = events
+        .iter()
+        .find(|e| e.contains("one.bin") && e.contains("sha256"))
+        .unwrap();
+    assert!(one.contains(&sha256_file(&files[1])), "{one}");
+}
+
+#[test]
+fn a_200_mib_file_arrives_intact() {
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("big.bin");
+    write_random(&f, 200 << 20, 42);
+    let (out, _) = transfer_ok(std::slice::from_ref(&f));
+    check_same(&f, &out.path().join("big.bin"));
+}
+
+#[test]
+fn awkward_names_arrive_under_their_names() {
+    let src = tempfile::tempdir().unwrap();
+    let names = [
+        "with space.txt",
+        "café ünïcödé.txt",
+        "100% sure.txt",
+        "a+b=c.txt",
+    ];
+    let files: Vec<PathBuf> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let f = src.path().join(n);
+            write_random(&f, 1000 + i as u64, i as u64);
+            f
+        })
+        .collect();
+    let (out, _) = transfer_ok(&files);
+    for f in &files {
+        check_same(f, &out.path().join(f.file_name().unwrap()));
+    }
+}
+
+#[test]
+fn a_folder_with_nested_folders_and_empty_files() {
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("tree");
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    write_random(&root.join("top.bin"), 70_000, 1);
+    write_random(&root.join("a/b/c/deep.bin"), 300_000, 2);
+    std::fs::write(root.join("a/empty.txt"), b"").unwrap();
+    let (out, _) = transfer_ok(std::slice::from_ref(&root));
+    let got = out.path().join("tree");
+    check_same(&root.join("top.bin"), &got.join("top.bin"));
+    check_same(&root.join("a/b/c/deep.bin"), &got.join("a/b/c/deep.bin"));
+    assert_eq!(std::fs::metadata(got.join("a/empty.txt")).unwrap().len(), 0);
+    assert!(got.join("empty-dir").is_dir());
+}
+
+#[test]
+fn existing_files_are_not_overwritten() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("report.txt");
+    write_random(&f, 5000, 3);
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("report.txt"), b"keep me").unwrap();
+    let recv = Receiver::start(&p, out.path(), &["--auto-accept"]);
+    let sent = send(&p, &[&f], &[]);
+    let (code, err, _) = recv.finish(Duration::from_secs(60));
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(out.path().join("report.txt")).unwrap(),
+        b"keep me"
+    );
+    check_same(&f, &out.path().join("report (1).txt"));
+}
+
+#[test]
+fn stdin_is_offered_under_its_name_and_stdout_receives_it() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("data.bin");
+    write_random(&f, 300_000, 9);
+    // Receiver writes to stdout: no --json (stdout is data).
+    let recv = p
+        .gshare(JULIET.0, JULIET.1)
+        .args([
+            "receive",
+            "--once",
+            "--auto-accept",
+            "--bind",
+            "127.0.0.1",
+            "-o",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sender = p
+        .gshare(ROMEO.0, ROMEO.1)
+        .args([
+            "send",
+            "--bind",
+            "127.0.0.1",
+            "--name",
+            "piped.bin",
+            "-",
+            "juliet@localhost",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain the receiver's stdout while the transfer runs (a pipe holds
+    // only 64 KiB).
+    let recv = std::thread::spawn(move || recv.wait_with_output().unwrap());
+    let data = std::fs::read(&f).unwrap();
+    {
+        let mut stdin = sender.stdin.take().unwrap();
+        stdin.write_all(&data).unwrap();
+    }
+    let s = sender.wait_with_output().unwrap();
+    let r = recv.join().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        hex::encode(Sha256::digest(&r.stdout)),
+        hex::encode(Sha256::digest(&data))
+    );
+}
+
+#[test]
+fn an_offer_from_outside_the_allow_list_is_rejected_and_the_sender_exits_5() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("x.bin");
+    write_random(&f, 100, 1);
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--from", "nurse@localhost"],
+    );
+    let sent = send(&p, &[&f], &["--wait", "5"]);
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    // The receiver does not even answer presence from romeo, so romeo cannot
+    // find a share resource: unreachable (4). Either way nothing is written.
+    assert!(matches!(sent.status.code(), Some(4) | Some(5)), "{stderr}");
+    drop(recv);
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn declined_without_a_terminal_exits_5() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("x.bin");
+    write_random(&f, 100, 1);
+    let out = tempfile::tempdir().unwrap();
+    // No --auto-accept and no terminal: the receiver declines.
+    let recv = Receiver::start(&p, out.path(), &[]);
+    let sent = send(&p, &[&f], &[]);
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(sent.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("juliet@localhost"), "{stderr}");
+    let (code, _, _) = recv.finish(Duration::from_secs(30));
+    assert_ne!(code, 0);
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+fn interrupt(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+}
+
+fn no_final_file(dir: &Path, name: &str) {
+    assert!(
+        !dir.join(name).exists(),
+        "{name} exists under its final name"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("huge.bin");
+    write_random(&f, 1 << 30, 5);
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = Receiver::start(&p, out.path(), &["--auto-accept"]);
+    let sender = p
+        .gshare(ROMEO.0, ROMEO.1)
+        .args(["send", "--bind", "127.0.0.1"])
+        .arg(&f)
+        .arg("juliet@localhost")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    recv.wait_for("\"progress\"", Duration::from_secs(60));
+    interrupt(&recv.child);
+    let (code, _, _) = recv.finish(Duration::from_secs(30));
+    assert_eq!(code, 6);
+    let s = sender.wait_with_output().unwrap();
+    assert_ne!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    no_final_file(out.path(), "huge.bin");
+}
+
+#[test]
+fn sender_cancels_mid_transfer_receiver_exits_7_and_nothing_is_kept() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("huge.bin");
+    write_random(&f, 1 << 30, 6);
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = Receiver::start(&p, out.path(), &["--auto-accept"]);
+    let sender = p
+        .gshare(ROMEO.0, ROMEO.1)
+        .args(["send", "--bind", "127.0.0.1"])
+        .arg(&f)
+        .arg("juliet@localhost")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    recv.wait_for("\"progress\"", Duration::from_secs(60));
+    interrupt(&sender);
+    let s = sender.wait_with_output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    let (code, err, _) = recv.finish(Duration::from_secs(30));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("romeo@localhost"), "{err}");
+    no_final_file(out.path(), "huge.bin");
+}
+
+#[test]
+fn unwritable_output_is_a_clear_error_and_the_sender_is_told() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("x.bin");
+    write_random(&f, 10_000, 1);
+    let out = tempfile::tempdir().unwrap();
+    let ro = out.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    // Root ignores permission bits, so make the directory unusable another
+    // way for everyone: replace it by a directory on which writes fail.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let writable_anyway = std::fs::File::create(ro.join(".probe")).is_ok();
+    let target = if writable_anyway {
+        // Running as root: use a read-only bind of /proc instead — any path
+        // where creating a file fails.
+        let _ = std::fs::remove_file(ro.join(".probe"));
+        PathBuf::from("/proc/self")
+    } else {
+        ro.clone()
+    };
+    let recv = Receiver::start(&p, &target, &["--auto-accept"]);
+    let sent = send(&p, &[&f], &[]);
+    let (code, err, _) = recv.finish(Duration::from_secs(60));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("x.bin"), "{err}");
+    assert_ne!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+}
