@@ -55,6 +55,11 @@ pub struct GlobalArgs {
     /// server's google:jingleinfo answer is used as well).
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub stun: Vec<String>,
+    /// Announce only this address as our candidate, instead of the
+    /// gathered ones (for tests and benchmarks that put an impairment relay
+    /// between the peers; checks still use our usernames).
+    #[arg(long, global = true, hide = true, value_name = "IP:PORT")]
+    pub advertise: Option<std::net::SocketAddr>,
     /// Session timeout in seconds: no answer, no accept or no working path
     /// within it ends the session.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 50)]

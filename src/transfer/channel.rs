@@ -28,6 +28,8 @@ pub struct ChannelSpec {
     pub stun: Vec<SocketAddr>,
     /// How long finding a working pair and opening PseudoTCP may take.
     pub connect_timeout: Duration,
+    /// `--advertise`: the one address announced instead of ours.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl ChannelSpec {
@@ -53,6 +55,7 @@ impl ChannelSpec {
             bind: settings.bind,
             stun,
             connect_timeout: Duration::from_secs(global.timeout),
+            advertise: global.advertise,
         })
     }
 
@@ -178,9 +181,16 @@ where
             let mut ice = IceChannel::gather(config)
                 .await
                 .map_err(|e| format!("cannot open UDP sockets: {e}"))?;
+            let mut candidates = ice.local_candidates();
+            if let Some(addr) = spec.advertise {
+                candidates.truncate(1);
+                for c in &mut candidates {
+                    c.address = addr;
+                }
+            }
             let _ = ctl.send(ChannelMsg::LocalCandidates {
                 name: spec.name.clone(),
-                candidates: ice.local_candidates(),
+                candidates,
             });
             let sink = ice.remote_candidates_sink();
             tokio::spawn(async move {
