@@ -58,6 +58,8 @@ enum Output {
 /// What a fetch job needs.
 struct FetchJob {
     sender: String,
+    /// No byte for this long ends the transfer.
+    stall: std::time::Duration,
     manifest: Manifest,
     source_path: String,
     output: Output,
@@ -153,10 +155,29 @@ pub async fn run(
 
     let outcome: Result<(), Failure> = loop {
         tokio::select! {
-            signal = sig.next() => match signal {
+            signal = sig.next(), if !sig.is_lost() => match signal {
                 Signal::Lost(e) => {
-                    if let Some(a) = active.take() && let Some(ch) = a.channel { ch.abort(); }
+                    if active.as_ref().is_some_and(|a| a.channel.is_some()) {
+                        report.warn(format!("lost the XMPP connection ({e}); the transfer goes on over the direct path"));
+                        continue;
+                    }
                     break Err(Failure::new(Exit::Failure, format!("lost the XMPP connection: {e}")));
+                }
+                Signal::PeerOffline(handle) => {
+                    let Some(mut a) = active.take_if(|a| a.handle == handle) else { continue };
+                    if let Some(ch) = &a.channel { ch.abort(); }
+                    let _ = sig.machine.terminate(Instant::now(), handle);
+                    a.failure = Some(format!("{} went offline", a.peer));
+                    let result = conclude(&a, TerminateReason::LocalTerminate);
+                    report.finish();
+                    if let Err(f) = &result {
+                        report.warn(&f.message);
+                        report.event("failed", json!({"from": a.peer.to_string(), "reason": f.message, "exit": f.exit as u8}));
+                    }
+                    if args.once {
+                        break result.map(|_| ());
+                    }
+                    if let Err(f) = result { last_error = Some(f); }
                 }
                 Signal::Session(ev) => match ev {
                     SessionEvent::Offer { handle, from, manifest, source_path, .. } => {
@@ -257,6 +278,7 @@ pub async fn run(
                 };
                 let job = FetchJob {
                     sender: a.peer.to_string(),
+                    stall: std::time::Duration::from_secs(global.timeout),
                     manifest: a.manifest.clone(),
                     source_path: a.source_path.clone(),
                     output: output.clone(),
@@ -301,6 +323,17 @@ pub async fn run(
                         }
                         FetchEvent::AllDone => {
                             a.all_done = true;
+                            if sig.is_lost() {
+                                // Every byte is here and saved; only the
+                                // goodbye cannot be said.
+                                let bytes: u64 = a.received.iter().sum();
+                                report.finish();
+                                report.warn(format!("received everything from {}, but could not tell it (no XMPP connection)", a.peer));
+                                report.event("done", json!({"from": a.peer.to_string(), "bytes": bytes,
+                                    "seconds": report.elapsed().as_secs_f64()}));
+                                if let Some(ch) = &a.channel { ch.abort(); }
+                                break Ok(());
+                            }
                             let _ = sig.machine.complete(now, a.handle);
                         }
                     },
@@ -414,7 +447,10 @@ async fn fetch(
         .map_err(|e| e.to_string())?;
     for (index, item) in job.manifest.items.iter().enumerate() {
         let path = crate::http::request_path(&job.source_path, &item.name);
-        let mut response = match client.get(&path).await {
+        let got = tokio::time::timeout(job.stall, client.get(&path))
+            .await
+            .map_err(|_| format!("no answer for {:?} in {}s", item.name, job.stall.as_secs()))?;
+        let mut response = match got {
             Ok(r) => r,
             Err(crate::http::ClientError::NotFound) => {
                 send(FetchEvent::ItemSkipped {
@@ -430,11 +466,7 @@ async fn fetch(
             (Output::Stdout, _) => {
                 let mut out = tokio::io::stdout();
                 let mut n = 0u64;
-                while let Some(chunk) = response
-                    .chunk()
-                    .await
-                    .map_err(|e| format!("receiving {:?}: {e}", item.name))?
-                {
+                while let Some(chunk) = next_chunk(&mut response, job.stall, &item.name).await? {
                     n += chunk.len() as u64;
                     if item.size.is_some_and(|s| n > s) {
                         return Err(format!(
@@ -469,6 +501,7 @@ async fn fetch(
             (Output::Dir { dir, overwrite }, ItemKind::File) => {
                 save_file(
                     &mut response,
+                    job.stall,
                     dir,
                     *overwrite,
                     &item.name,
@@ -479,7 +512,16 @@ async fn fetch(
                 .await?
             }
             (Output::Dir { dir, .. }, ItemKind::Folder) => {
-                save_folder(&mut response, dir, &item.name, item.size, index, &send).await?
+                save_folder(
+                    &mut response,
+                    job.stall,
+                    dir,
+                    &item.name,
+                    item.size,
+                    index,
+                    &send,
+                )
+                .await?
             }
         };
         send(done);
@@ -491,8 +533,25 @@ async fn fetch(
     Ok(())
 }
 
+/// The next piece of a body; silence for `stall` is an error.
+async fn next_chunk(
+    response: &mut crate::http::Response,
+    stall: std::time::Duration,
+    name: &str,
+) -> Result<Option<bytes::Bytes>, String> {
+    match tokio::time::timeout(stall, response.chunk()).await {
+        Ok(r) => r.map_err(|e| format!("receiving {name:?}: {e}")),
+        Err(_) => Err(format!(
+            "receiving {name:?}: nothing arrived for {}s",
+            stall.as_secs()
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn save_file(
     response: &mut crate::http::Response,
+    stall: std::time::Duration,
     dir: &Path,
     overwrite: bool,
     peer_name: &str,
@@ -504,11 +563,7 @@ async fn save_file(
     let mut part = PartFile::create(dir, &name, size)
         .await
         .map_err(|e| format!("{peer_name:?}: {e}"))?;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("receiving {peer_name:?}: {e}"))?
-    {
+    while let Some(chunk) = next_chunk(response, stall, peer_name).await? {
         part.write(&chunk)
             .await
             .map_err(|e| format!("{peer_name:?}: {e}"))?;
@@ -533,6 +588,7 @@ async fn save_file(
 
 async fn save_folder(
     response: &mut crate::http::Response,
+    stall: std::time::Duration,
     dir: &Path,
     peer_name: &str,
     size: Option<u64>,
@@ -543,11 +599,7 @@ async fn save_folder(
     let mut unpacker = super::tar::TarUnpacker::new(dir, &name, size)
         .await
         .map_err(|e| e.to_string())?;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("receiving {peer_name:?}: {e}"))?
-    {
+    while let Some(chunk) = next_chunk(response, stall, peer_name).await? {
         unpacker
             .push(chunk)
             .await

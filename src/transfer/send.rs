@@ -174,14 +174,36 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
     // from a gshare peer a terminate without it means the transfer failed
     // on its side (disk full, bad name, …) even if we wrote every byte.
     let mut peer_sends_complete = false;
+    // Set once the XMPP connection is lost and every byte is out.
+    let mut lost_deadline: Option<tokio::time::Instant> = None;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
     let outcome: Result<(), Failure> = loop {
         tokio::select! {
-            signal = sig.next() => match signal {
-                Signal::Lost(e) => break Err(Failure::new(Exit::Failure, format!(
-                    "lost the XMPP connection while sending to {peer}: {e}"))),
+            _ = sleep_until_opt(lost_deadline) => {
+                break Err(Failure::new(Exit::Failure, format!(
+                    "lost the XMPP connection; every byte was sent, but {peer} could not confirm")));
+            }
+            signal = sig.next(), if !sig.is_lost() => match signal {
+                Signal::Lost(e) => {
+                    if channels.is_empty() {
+                        break Err(Failure::new(Exit::Failure, format!(
+                            "lost the XMPP connection while sending to {peer}: {e}")));
+                    }
+                    report.warn(format!("lost the XMPP connection ({e}); the transfer goes on over the direct path"));
+                    if served.iter().zip(&offered).all(|(s, o)| *s >= o.size) {
+                        lost_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+                    }
+                }
+                Signal::PeerOffline(_) => {
+                    if complete {
+                        break Ok(());
+                    }
+                    let _ = sig.machine.terminate(Instant::now(), handle);
+                    break Err(Failure::new(Exit::TransferFailed, format!(
+                        "{peer} went offline during the transfer")));
+                }
                 Signal::Session(ev) => match ev {
                     SessionEvent::Accepted { .. } => {
                         report.say(format!("{peer} accepted"));
@@ -255,6 +277,11 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
                             if let Some(o) = offered.get(item) {
                                 report.event("item", json!({"name": o.name, "size": bytes}));
                             }
+                            let all_served = served.iter().zip(&offered).all(|(s, o)| *s >= o.size);
+                            if sig.is_lost() && all_served {
+                                // Give the last segments time to be acknowledged.
+                                lost_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+                            }
                         }
                         crate::http::ServeEvent::Failed { item, error } => {
                             let name = offered.get(item).map(|o| o.name.as_str()).unwrap_or("?");
@@ -265,8 +292,12 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
                         }
                     },
                     ChannelMsg::Failed { name, error } => {
-                        report.warn(format!("channel {name} to {peer} failed: {error}"));
                         channels.remove(&name);
+                        if !complete {
+                            let _ = sig.machine.terminate(Instant::now(), handle);
+                            break Err(Failure::new(Exit::TransferFailed, format!(
+                                "the connection to {peer} failed: {error}")));
+                        }
                     }
                     ChannelMsg::Finished { name } => {
                         channels.remove(&name);
@@ -305,6 +336,14 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
     sig.flush().await;
     xmpp.close().await;
     outcome
+}
+
+/// Sleeps until `t`, or forever.
+pub(super) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn forward_candidates(

@@ -9,14 +9,18 @@ use tokio::sync::mpsc;
 use tokio_xmpp::parsers::iq::Iq;
 use tracing::{debug, warn};
 
-use crate::session::{IqIn, SessionEvent, SessionManager};
+use crate::session::{IqIn, SessionEvent, SessionHandle, SessionManager};
 use crate::xmpp::{Incoming, Xmpp, XmppError};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 
 /// What the signalling has to say.
 #[derive(Debug)]
 pub enum Signal {
     Session(SessionEvent),
-    /// The XMPP connection is gone.
+    /// The peer of this session went offline (unavailable presence): its
+    /// process or its connection died.
+    PeerOffline(SessionHandle),
+    /// The XMPP connection is gone. Channels may still be running.
     Lost(XmppError),
 }
 
@@ -70,7 +74,11 @@ impl Signalling {
             tokio::select! {
                 inc = self.incoming.recv(), if !self.lost => match inc {
                     Some(Incoming::Iq(iq)) => self.feed(*iq),
-                    Some(Incoming::Presence(_)) => {}
+                    Some(Incoming::Presence(p)) => {
+                        if let Some(h) = self.offline_peer(&p) {
+                            return Signal::PeerOffline(h);
+                        }
+                    }
                     Some(Incoming::Disconnected(e)) => {
                         self.lost = true;
                         return Signal::Lost(e);
@@ -83,6 +91,23 @@ impl Signalling {
                 _ = sleep => self.machine.handle_timeout(Instant::now()),
             }
         }
+    }
+
+    /// A session whose peer this unavailable presence comes from.
+    fn offline_peer(&self, p: &Presence) -> Option<SessionHandle> {
+        if p.type_ != PresenceType::Unavailable {
+            return None;
+        }
+        let from = p.from.as_ref()?;
+        self.machine
+            .handles()
+            .into_iter()
+            .find(|h| self.machine.info(*h).is_some_and(|i| &i.peer == from))
+    }
+
+    /// Whether the XMPP connection is gone.
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     fn feed(&mut self, iq: Iq) {
