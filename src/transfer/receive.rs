@@ -236,8 +236,8 @@ pub async fn run(
                         report.finish();
                         match &result {
                             Ok(bytes) => {
-                                report.say(format!("Received {} ({}) from {} in {:.1}s, {}",
-                                    describe_offer(&a.manifest), human_size(*bytes), a.peer,
+                                report.say(format!("Received {} from {} in {:.1}s, {}",
+                                    describe_offer(&a.manifest), a.peer,
                                     report.elapsed().as_secs_f64(), human_rate(*bytes, report.elapsed())));
                                 report.event("done", json!({"from": a.peer.to_string(), "bytes": bytes,
                                     "seconds": report.elapsed().as_secs_f64()}));
@@ -268,8 +268,8 @@ pub async fn run(
                     debug!(%e, "cannot accept (the offer is gone?)");
                     continue;
                 }
-                report.say(format!("Receiving {} ({}) from {}", describe_offer(&a.manifest),
-                    human_size(a.manifest.total_size()), a.peer));
+                report.say(format!("Receiving {} from {}",
+                    describe_offer(&a.manifest), a.peer));
                 report.event("accepted", json!({"from": a.peer.to_string()}));
                 report.start(a.manifest.total_size());
                 let name = match sig.machine.open_channel(now, handle) {
