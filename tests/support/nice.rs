@@ -93,6 +93,22 @@ pub struct NiceOptions {
     pub seed: u64,
     /// Bytes per `nice_agent_send`.
     pub chunk: Option<usize>,
+    /// Print libnice's PseudoTCP state changes (`PTCP State A -> B` lines).
+    pub ptcp_log: bool,
+    /// HTTP client: request these paths one after the other (§D.1).
+    pub get: Vec<String>,
+    /// `Host` header value for `get` (sender's full JID + `:0`).
+    pub host: Option<String>,
+    /// HTTP server: serve this file.
+    pub serve: Option<Serve>,
+}
+
+/// What `--serve` serves: `file` under `source_path` + escaped `name`.
+#[derive(Debug, Clone)]
+pub struct Serve {
+    pub file: PathBuf,
+    pub source_path: String,
+    pub name: String,
 }
 
 /// A running peer.
@@ -137,6 +153,23 @@ impl NicePeer {
         }
         if let Some(n) = opts.chunk {
             cmd.args(["--chunk", &n.to_string()]);
+        }
+        if opts.ptcp_log {
+            cmd.arg("--ptcp-log");
+        }
+        for path in &opts.get {
+            cmd.args(["--get", path]);
+        }
+        if let Some(h) = &opts.host {
+            cmd.args(["--host", h]);
+        }
+        if let Some(s) = &opts.serve {
+            cmd.arg("--serve").arg(&s.file).args([
+                "--source-path",
+                &s.source_path,
+                "--name",
+                &s.name,
+            ]);
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -190,6 +223,15 @@ impl NicePeer {
                 return line;
             }
         }
+    }
+
+    /// Every line seen so far that starts with `prefix`.
+    pub fn seen(&self, prefix: &str) -> Vec<&str> {
+        self.log
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .map(String::as_str)
+            .collect()
     }
 
     /// Passes a remote candidate.
@@ -274,6 +316,18 @@ pub fn parse_report(line: &str) -> TransferReport {
         seconds: f[6].parse().expect("seconds"),
         cpu_seconds: None,
     }
+}
+
+/// Parses `HTTP-BODY|HTTP-SERVED <status> SHA256 <hex> BYTES <n> SECONDS <t>`
+/// into the status and the figures.
+pub fn parse_http_report(line: &str) -> (u16, TransferReport) {
+    let (head, rest) = line.split_once(' ').unwrap_or((line, ""));
+    assert!(head == "HTTP-BODY" || head == "HTTP-SERVED", "{line}");
+    let (status, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let status = status
+        .parse()
+        .unwrap_or_else(|_| panic!("status in {line}"));
+    (status, parse_report(&format!("{head} {rest}")))
 }
 
 /// Parses `CPU USER <s> SYS <s>` into total seconds.

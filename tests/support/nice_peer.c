@@ -14,6 +14,22 @@
  *   --echo              (datagram mode) send every received datagram back
  *   --chunk B           bytes per nice_agent_send call (default 65536;
  *                       in datagram mode the datagram size, default 1000)
+ *   --ptcp-log          print libnice's PseudoTCP state changes (PTCP lines)
+ *
+ * HTTP modes (reliable only; the stream carries PROTOCOL.md §D HTTP):
+ *   --get PATH          HTTP client (file receiver): once writable, send
+ *                       the §D.1 request for PATH (repeatable: one request
+ *                       after the other on the keep-alive connection, as
+ *                       libjingle does), read each response, hash its body
+ *   --host HOST         Host header value (the sender's full JID + ":0")
+ *   --user-agent UA     User-Agent value (default "Google Talk")
+ *   --serve FILE        HTTP server (file sender): answer every request
+ *                       whose directory part equals --source-path and whose
+ *                       last segment, url-decoded as libjingle does (%xx in
+ *                       either case, '+' = space), equals --name with
+ *                       `HTTP/1.1 200` and FILE's bytes; anything else 404
+ *   --source-path P     the offer's source-path (e.g. /temporary/<hex>/)
+ *   --name N            the manifest <name> of FILE
  *
  * The agent binds 127.0.0.1 only (nice_agent_add_local_address), UPnP off,
  * one stream with one component, receive callback attached.
@@ -34,6 +50,21 @@
  *   RECEIVED SHA256 <hex> BYTES <n> SECONDS <t>
  *       --recv finished; t from the first to the last received byte
  *   CPU USER <s> SYS <s>       after SENT/RECEIVED: the process's CPU time
+ *   PTCP <message>             --ptcp-log: libnice's "State A -> B" lines
+ *   HTTP-STATUS <line>         --get: a response's status line, as sent
+ *   HTTP-HEADER <line>         a header line of the response (--get) or
+ *                              of the request (--serve), as sent
+ *   HTTP-BODY <status> SHA256 <hex> BYTES <n> SECONDS <t>
+ *                              --get: a response body was read in full
+ *                              (Content-Length bytes; 0 for 404)
+ *   HTTP-DONE                  --get: every request was answered
+ *   HTTP-REQUEST <line>        --serve: a request line, as sent
+ *   HTTP-RESPONSE <status>     --serve: the status chosen (200 or 404)
+ *   HTTP-SERVED <status> SHA256 <hex> BYTES <n> SECONDS <t>
+ *                              --serve: the whole response was accepted by
+ *                              nice_agent_send (body bytes and hash)
+ *   HTTP-ERROR <text>          a malformed HTTP message; the peer stops
+ *                              parsing
  *
  * Input lines (stdin)
  *   CANDIDATE <ip> <port> <username> <password> <type>
@@ -51,6 +82,7 @@
  * same generator.
  */
 #include <agent.h>
+#include <pseudotcp.h>
 #include <glib.h>
 #include <gio/gio.h>
 #include <stdint.h>
@@ -84,6 +116,30 @@ static guint64 received = 0;
 static GChecksum *recv_sum;
 static gint64 recv_start = 0;
 static gboolean recv_done = FALSE;
+
+/* HTTP (see the header comment) */
+#define MAX_GETS 16
+static const char *get_paths[MAX_GETS];
+static int n_gets = 0, next_get = 0;
+static const char *http_host = "localhost:0";
+static const char *user_agent = "Google Talk";
+static const char *serve_file = NULL, *source_path = NULL, *serve_name = NULL;
+static GMappedFile *serve_map = NULL;
+static gboolean http_broken = FALSE;
+static GByteArray *http_in;          /* unparsed received bytes */
+static GByteArray *out_head;         /* queued head bytes, then out_body */
+static gsize out_head_off = 0;
+static const guint8 *out_body = NULL;
+static gsize out_body_len = 0, out_body_off = 0;
+static gboolean out_active = FALSE;  /* a message is being flushed */
+static int out_status = 0;
+static gint64 out_start = 0;
+static gboolean awaiting_response = FALSE;
+static int resp_status = 0;
+static gboolean in_body = FALSE;
+static guint64 body_left = 0, body_total = 0;
+static GChecksum *body_sum = NULL;
+static gint64 body_start = 0;
 
 static void out(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static void out(const char *fmt, ...)
@@ -168,12 +224,343 @@ static gboolean send_idle(gpointer data)
     return !send_done && !reliable;
 }
 
+
+/* ---- HTTP ---------------------------------------------------------- */
+
+static gboolean http_client(void) { return n_gets > 0; }
+static gboolean http_server(void) { return serve_file != NULL; }
+
+static void http_error(const char *what)
+{
+    out("HTTP-ERROR %s", what);
+    http_broken = TRUE;
+}
+
+/* Length of the head at the start of http_in (up to and including the
+ * blank line), or 0 if it is not complete yet. Lines end in \n with an
+ * optional \r. */
+static gsize head_length(void)
+{
+    const guint8 *b = http_in->data;
+    gsize n = http_in->len;
+    for (gsize i = 0; i < n; i++) {
+        if (b[i] != '\n')
+            continue;
+        if (i + 1 < n && b[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < n && b[i + 1] == '\r' && b[i + 2] == '\n')
+            return i + 3;
+    }
+    return 0;
+}
+
+/* Splits a head into lines without their line ends. */
+static gchar **head_lines(gsize len)
+{
+    gchar *text = g_strndup((const gchar *)http_in->data, len);
+    gchar **lines = g_strsplit(text, "\n", -1);
+    g_free(text);
+    for (gchar **l = lines; *l; l++) {
+        gsize k = strlen(*l);
+        if (k > 0 && (*l)[k - 1] == '\r')
+            (*l)[k - 1] = '\0';
+    }
+    return lines;
+}
+
+/* Content-Length of a head (-1 if absent or malformed). */
+static gint64 content_length(gchar **lines)
+{
+    for (gchar **l = lines + 1; *l && **l; l++) {
+        if (g_ascii_strncasecmp(*l, "Content-Length:", 15) == 0) {
+            const char *v = *l + 15;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            gchar *end = NULL;
+            guint64 n = g_ascii_strtoull(v, &end, 10);
+            if (end == v || (*end && *end != ' ' && *end != '\t'))
+                return -1;
+            return (gint64)n;
+        }
+    }
+    return -1;
+}
+
+/* Sends queued HTTP bytes until done or the socket is full. */
+static void http_flush(void);
+
+static void queue_message(GString *head, const guint8 *body, gsize body_len, int status)
+{
+    g_byte_array_set_size(out_head, 0);
+    g_byte_array_append(out_head, (const guint8 *)head->str, (guint)head->len);
+    out_head_off = 0;
+    out_body = body;
+    out_body_len = body_len;
+    out_body_off = 0;
+    out_active = TRUE;
+    out_status = status;
+    out_start = g_get_monotonic_time();
+    http_flush();
+}
+
+static void send_next_get(void)
+{
+    if (next_get >= n_gets) {
+        out("HTTP-DONE");
+        return;
+    }
+    GString *req = g_string_new(NULL);
+    g_string_append_printf(req,
+                           "GET %s HTTP/1.1\r\n"
+                           "Host: %s\r\n"
+                           "Content-Length: 0\r\n"
+                           "User-Agent: %s\r\n"
+                           "Connection: Keep-Alive\r\n"
+                           "\r\n",
+                           get_paths[next_get], http_host, user_agent);
+    next_get++;
+    awaiting_response = TRUE;
+    queue_message(req, NULL, 0, 0);
+    g_string_free(req, TRUE);
+}
+
+/* libjingle url_decode: %xx (either case) and '+' = space. FALSE if a '%'
+ * is not followed by two hex digits. */
+static gboolean url_decode(const char *in, GString *out_s)
+{
+    for (const char *p = in; *p; p++) {
+        if (*p == '%') {
+            if (!g_ascii_isxdigit(p[1]) || !g_ascii_isxdigit(p[2]))
+                return FALSE;
+            g_string_append_c(out_s, (char)(g_ascii_xdigit_value(p[1]) * 16 +
+                                            g_ascii_xdigit_value(p[2])));
+            p += 2;
+        } else if (*p == '+') {
+            g_string_append_c(out_s, ' ');
+        } else {
+            g_string_append_c(out_s, *p);
+        }
+    }
+    return TRUE;
+}
+
+/* Does a request target name the served file? */
+static gboolean target_matches(const char *target)
+{
+    gchar *t = g_strdup(target);
+    gchar *q = strchr(t, '?');
+    if (q)
+        *q = '\0';
+    gchar *slash = strrchr(t, '/');
+    gboolean ok = FALSE;
+    if (slash) {
+        gchar *segment = slash + 1;
+        gchar saved = *segment;
+        *segment = '\0';
+        gboolean dir_ok = strcmp(t, source_path) == 0;
+        *segment = saved;
+        GString *name = g_string_new(NULL);
+        ok = dir_ok && url_decode(segment, name) && strcmp(name->str, serve_name) == 0 &&
+             name->len == strlen(serve_name);
+        g_string_free(name, TRUE);
+    }
+    g_free(t);
+    return ok;
+}
+
+/* Server: handle one complete request head of length len. */
+static void serve_request(gsize len)
+{
+    gchar **lines = head_lines(len);
+    out("HTTP-REQUEST %s", lines[0]);
+    for (gchar **l = lines + 1; *l && **l; l++)
+        out("HTTP-HEADER %s", *l);
+    gint64 body = content_length(lines);
+    gchar **f = g_strsplit(lines[0], " ", -1);
+    gboolean get = g_strv_length(f) == 3 && strcmp(f[0], "GET") == 0 &&
+                   g_str_has_prefix(f[2], "HTTP/1.");
+    gboolean found = get && target_matches(f[1]);
+    g_strfreev(f);
+    g_strfreev(lines);
+    /* Skip a request body (gshare and libjingle send Content-Length: 0). */
+    gsize skip = len + (body > 0 ? (gsize)body : 0);
+    if (skip > http_in->len) {
+        http_error("request body longer than what arrived");
+        return;
+    }
+    g_byte_array_remove_range(http_in, 0, (guint)skip);
+    GString *head = g_string_new(NULL);
+    if (found) {
+        out("HTTP-RESPONSE 200");
+        gsize size = g_mapped_file_get_length(serve_map);
+        g_string_append_printf(head,
+                               "HTTP/1.1 200\r\n"
+                               "Connection: Keep-Alive\r\n"
+                               "Content-Type: application/octet-stream\r\n"
+                               "Content-Length: %" G_GSIZE_FORMAT "\r\n"
+                               "\r\n",
+                               size);
+        queue_message(head, (const guint8 *)g_mapped_file_get_contents(serve_map), size, 200);
+    } else {
+        out("HTTP-RESPONSE 404");
+        g_string_append(head, "HTTP/1.1 404\r\n"
+                              "Connection: Keep-Alive\r\n"
+                              "Content-Length: 0\r\n"
+                              "\r\n");
+        queue_message(head, NULL, 0, 404);
+    }
+    g_string_free(head, TRUE);
+}
+
+static void finish_body(void)
+{
+    double t = body_start ? (g_get_monotonic_time() - body_start) / 1e6 : 0.0;
+    out("HTTP-BODY %d SHA256 %s BYTES %" G_GUINT64_FORMAT " SECONDS %.6f", resp_status,
+        g_checksum_get_string(body_sum), body_total, t);
+    print_cpu();
+    in_body = FALSE;
+    awaiting_response = FALSE;
+    send_next_get();
+}
+
+/* Works through http_in as far as it goes. */
+static void http_process(void)
+{
+    while (!http_broken) {
+        if (http_client()) {
+            if (in_body) {
+                gsize take = http_in->len < body_left ? http_in->len : (gsize)body_left;
+                if (take > 0) {
+                    if (body_start == 0)
+                        body_start = g_get_monotonic_time();
+                    g_checksum_update(body_sum, http_in->data, (gssize)take);
+                    g_byte_array_remove_range(http_in, 0, (guint)take);
+                    body_left -= take;
+                }
+                if (body_left > 0)
+                    return;
+                finish_body();
+                continue;
+            }
+            if (!awaiting_response) {
+                if (http_in->len > 0)
+                    http_error("bytes from the server with no request outstanding");
+                return;
+            }
+            gsize len = head_length();
+            if (len == 0)
+                return;
+            gchar **lines = head_lines(len);
+            /* "HTTP/1.1 200" with or without a reason phrase (§D.2). */
+            guint major = 0, minor = 0, status = 0;
+            if (sscanf(lines[0], "HTTP/%u.%u %u", &major, &minor, &status) != 3) {
+                g_strfreev(lines);
+                http_error("bad status line");
+                return;
+            }
+            out("HTTP-STATUS %s", lines[0]);
+            for (gchar **l = lines + 1; *l && **l; l++)
+                out("HTTP-HEADER %s", *l);
+            gint64 cl = content_length(lines);
+            g_strfreev(lines);
+            g_byte_array_remove_range(http_in, 0, (guint)len);
+            if (cl < 0) {
+                http_error("response without Content-Length");
+                return;
+            }
+            resp_status = (int)status;
+            body_left = body_total = (guint64)cl;
+            g_checksum_reset(body_sum);
+            body_start = 0;
+            in_body = TRUE;
+            continue;
+        }
+        if (http_server()) {
+            if (out_active)
+                return; /* one response at a time */
+            gsize len = head_length();
+            if (len == 0)
+                return;
+            serve_request(len);
+            continue;
+        }
+        return;
+    }
+}
+
+static void http_flush(void)
+{
+    if (!out_active || !writable)
+        return;
+    while (out_head_off < out_head->len) {
+        gint r = nice_agent_send(agent, stream_id, 1, out_head->len - (guint)out_head_off,
+                                 (const gchar *)out_head->data + out_head_off);
+        if (r <= 0) {
+            writable = FALSE;
+            return;
+        }
+        out_head_off += (gsize)r;
+    }
+    while (out_body_off < out_body_len) {
+        gsize n = out_body_len - out_body_off;
+        if (n > chunk)
+            n = chunk;
+        gint r = nice_agent_send(agent, stream_id, 1, (guint)n,
+                                 (const gchar *)out_body + out_body_off);
+        if (r <= 0) {
+            writable = FALSE;
+            return;
+        }
+        out_body_off += (gsize)r;
+    }
+    out_active = FALSE;
+    if (http_server()) {
+        gchar *sum = out_body_len
+                         ? g_compute_checksum_for_data(G_CHECKSUM_SHA256, out_body, out_body_len)
+                         : g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)"", 0);
+        double t = (g_get_monotonic_time() - out_start) / 1e6;
+        out("HTTP-SERVED %d SHA256 %s BYTES %" G_GSIZE_FORMAT " SECONDS %.6f", out_status, sum,
+            out_body_len, t);
+        print_cpu();
+        g_free(sum);
+        http_process(); /* a request that arrived meanwhile */
+    }
+}
+
+static void http_writable(void)
+{
+    if (http_client() && next_get == 0)
+        send_next_get();
+    http_flush();
+}
+
+static void http_received(const gchar *buf, guint len)
+{
+    if (http_broken)
+        return;
+    g_byte_array_append(http_in, (const guint8 *)buf, len);
+    http_process();
+}
+
+static void ptcp_log(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                     gpointer data)
+{
+    (void)domain; (void)level; (void)data;
+    const char *state = strstr(message, "State ");
+    if (state)
+        out("PTCP %s", state);
+}
+
 static void recv_cb(NiceAgent *a, guint sid, guint cid, guint len, gchar *buf, gpointer data)
 {
     (void)sid; (void)cid; (void)data;
     if (echo && !reliable) {
         nice_agent_send(a, stream_id, 1, len, buf);
         out("ECHO %u", len);
+    }
+    if (http_client() || http_server()) {
+        http_received(buf, len);
+        return;
     }
     if (recv_total == 0 || recv_done)
         return;
@@ -254,6 +641,8 @@ static void reliable_writable(NiceAgent *a, guint sid, guint cid, gpointer data)
         out("WRITABLE");
     writable = TRUE;
     try_send();
+    if (http_client() || http_server())
+        http_writable();
 }
 
 static NiceCandidateType parse_type(const char *s)
@@ -337,6 +726,7 @@ static gboolean stdin_cb(GIOChannel *ch, GIOCondition cond, gpointer data)
 
 int main(int argc, char **argv)
 {
+    gboolean ptcp = FALSE;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -347,7 +737,41 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--recv") && v) { recv_total = g_ascii_strtoull(v, NULL, 10); i++; }
         else if (!strcmp(a, "--seed") && v) { seed = g_ascii_strtoull(v, NULL, 10); i++; }
         else if (!strcmp(a, "--chunk") && v) { chunk = (gsize)g_ascii_strtoull(v, NULL, 10); i++; }
+        else if (!strcmp(a, "--ptcp-log")) ptcp = TRUE;
+        else if (!strcmp(a, "--get") && v && n_gets < MAX_GETS) { get_paths[n_gets++] = v; i++; }
+        else if (!strcmp(a, "--host") && v) { http_host = v; i++; }
+        else if (!strcmp(a, "--user-agent") && v) { user_agent = v; i++; }
+        else if (!strcmp(a, "--serve") && v) { serve_file = v; i++; }
+        else if (!strcmp(a, "--source-path") && v) { source_path = v; i++; }
+        else if (!strcmp(a, "--name") && v) { serve_name = v; i++; }
         else { fprintf(stderr, "nice_peer: unknown option %s\n", a); return 2; }
+    }
+    if ((n_gets > 0 || serve_file) && !reliable) {
+        fprintf(stderr, "nice_peer: --get/--serve need --reliable\n");
+        return 2;
+    }
+    if (n_gets > 0 && serve_file) {
+        fprintf(stderr, "nice_peer: --get and --serve exclude each other\n");
+        return 2;
+    }
+    if (serve_file) {
+        GError *err = NULL;
+        if (!source_path || !serve_name) {
+            fprintf(stderr, "nice_peer: --serve needs --source-path and --name\n");
+            return 2;
+        }
+        serve_map = g_mapped_file_new(serve_file, FALSE, &err);
+        if (!serve_map) {
+            fprintf(stderr, "nice_peer: %s: %s\n", serve_file, err->message);
+            return 2;
+        }
+    }
+    http_in = g_byte_array_new();
+    out_head = g_byte_array_new();
+    body_sum = g_checksum_new(G_CHECKSUM_SHA256);
+    if (ptcp) {
+        pseudo_tcp_set_debug_level(PSEUDO_TCP_DEBUG_NORMAL);
+        g_log_set_handler("libnice-pseudotcp", G_LOG_LEVEL_MASK, ptcp_log, NULL);
     }
     if (chunk == 0)
         chunk = reliable ? 65536 : 1000;
