@@ -165,8 +165,17 @@ fn simulated(rate: u64, rtt: Duration, loss: f64, total: u64) -> (f64, u64, u64)
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+    // binary without it: then a small smoke run keeps the code exercised.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let quick = std::env::args().any(|a| a == "quick");
-    let (runs, total) = if quick { (3, 256 << 20) } else { (5, 1 << 30) };
+    let (runs, total) = if smoke {
+        (1, 16 << 20)
+    } else if quick {
+        (3, 256 << 20)
+    } else {
+        (5, 1 << 30)
+    };
     let chunk = 256 * 1024;
     println!(
         "PseudoTCP benchmark ({runs} runs each, median; {} MiB per run)",
@@ -204,14 +213,26 @@ fn main() {
     let rtt = Duration::from_millis(50);
     let mss = 1284.0;
     println!("Simulated 100 Mbit/s link, 50 ms RTT, queue = 1 BDP (virtual time, mss 1284):");
-    let sim_total = if quick { 32 << 20 } else { 128 << 20 };
+    let sim_total = if smoke {
+        4 << 20
+    } else if quick {
+        32 << 20
+    } else {
+        128 << 20
+    };
     let (mbps, rx, to) = simulated(rate, rtt, 0.0, sim_total);
     println!(
         "  0 % loss : {mbps:7.2} MB/s = {:5.1} % of the link ({} MiB, {rx} retransmits, {to} timeouts)",
         100.0 * mbps * MB / rate as f64,
         sim_total >> 20
     );
-    let lossy_total = if quick { 4 << 20 } else { 16 << 20 };
+    let lossy_total = if smoke {
+        1 << 20
+    } else if quick {
+        4 << 20
+    } else {
+        16 << 20
+    };
     let (mbps, rx, to) = simulated(rate, rtt, 0.01, lossy_total);
     let mathis = mss / rtt.as_secs_f64() * 1.22 / 0.01f64.sqrt() / MB;
     println!(
