@@ -19,22 +19,22 @@
 //!
 //! Prosody and libnice are required: without them the tests fail.
 
+#[path = "support/files.rs"]
+mod files;
 #[path = "support/prosody.rs"]
 mod prosody;
 mod support;
 
-use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use files::{sha256_file, write_random};
 use gshare::ice::Candidate;
 use gshare::xmpp::{Account, ConnectOptions, Incoming, IqRequest, Xmpp};
 use minidom::Element;
 use prosody::Prosody;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 use support::nice::{NiceOptions, NicePeer, Serve, parse_http_report};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -53,40 +53,6 @@ const STEP: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------
 // files and names
-
-/// Deterministic pseudo-random file contents (xorshift64).
-fn write_random(p: &Path, len: u64, seed: u64) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
-    let mut x = seed | 1;
-    let mut left = len;
-    let mut block = vec![0u8; 1 << 16];
-    while left > 0 {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-    f.flush().unwrap();
-}
-
-fn sha256_file(p: &Path) -> String {
-    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    hex::encode(h.finalize())
-}
 
 /// libjingle 0.4 `url_encode` (PROTOCOL.md §D.1): `%xx` in lowercase hex
 /// for controls, space, `"#$%&+,/:;<=>?@[\]^`{|}` and DEL; letters, digits,

@@ -2,6 +2,8 @@
 //! Google ICE, PseudoTCP, HTTP) with real processes, real sockets and real
 //! files. SHA-256 compared on both sides.
 
+#[path = "support/files.rs"]
+mod files;
 #[path = "support/prosody.rs"]
 mod prosody;
 
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use files::{sha256_file, sparse, write_random};
 use prosody::Prosody;
 use sha2::{Digest, Sha256};
 
@@ -18,46 +21,6 @@ const JULIET: (&str, &str) = ("juliet", "jul1et-pw");
 
 fn server() -> Prosody {
     Prosody::start(&[ROMEO, JULIET])
-}
-
-fn sha256_file(p: &Path) -> String {
-    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    hex::encode(h.finalize())
-}
-
-/// Deterministic pseudo-random bytes (xorshift), fast even in debug builds.
-fn write_random(p: &Path, len: u64, seed: u64) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
-    let mut x = seed | 1;
-    let mut left = len;
-    let mut block = vec![0u8; 1 << 16];
-    while left > 0 {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-        let n = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-}
-
-/// A large file without writing it (sparse zeros), for transfers that are
-/// cancelled early anyway.
-fn sparse(p: &Path, len: u64) {
-    std::fs::File::create(p).unwrap().set_len(len).unwrap();
 }
 
 /// A running `gshare receive --json`, with its event lines.

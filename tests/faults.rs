@@ -2,6 +2,8 @@
 //! killed mid-transfer, Prosody restarted mid-transfer, a full disk; and
 //! what users must never see (passwords in logs).
 
+#[path = "support/files.rs"]
+mod files;
 #[path = "support/prosody.rs"]
 mod prosody;
 
@@ -10,50 +12,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use files::{sha256_file, sparse, write_random};
 use prosody::Prosody;
-use sha2::{Digest, Sha256};
 
 const ROMEO: (&str, &str) = ("romeo", "r0meo-secret-pw");
 const JULIET: (&str, &str) = ("juliet", "jul1et-secret-pw");
-
-fn write_random(p: &Path, len: u64, seed: u64) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
-    let mut x = seed | 1;
-    let mut left = len;
-    let mut block = vec![0u8; 1 << 16];
-    while left > 0 {
-        for chunk in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-}
-
-/// A large file without writing it: sparse zeros (the kill tests only need
-/// a transfer that is still running when the kill comes).
-fn sparse(p: &Path, len: u64) {
-    std::fs::File::create(p).unwrap().set_len(len).unwrap();
-}
-
-fn sha256_file(p: &Path) -> String {
-    let mut f = std::fs::File::open(p).unwrap();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    hex::encode(h.finalize())
-}
 
 /// Starts `gshare receive --json` and waits until it is logged in; returns
 /// the child and a channel of its stdout lines.
