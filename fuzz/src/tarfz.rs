@@ -80,7 +80,7 @@ fn chunks(seed: u8, data: &[u8]) -> Vec<&[u8]> {
     while !rest.is_empty() {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let r = (x >> 8) as usize;
-        let n = if r % 5 == 0 {
+        let n = if r.is_multiple_of(5) {
             1 + r % 16384
         } else {
             1 + r % 700
