@@ -7,18 +7,6 @@
 
 #![allow(clippy::missing_panics_doc)]
 
-// The pseudotcp module is not declared in the main crate's lib.rs yet; it
-// has no dependency on other gshare modules, so compile it here.
-// TODO: use `gshare::pseudotcp` once src/lib.rs declares it.
-#[path = "../../src/pseudotcp/mod.rs"]
-#[allow(
-    dead_code,
-    unused_imports,
-    missing_docs,
-    rustdoc::broken_intra_doc_links
-)]
-pub mod pseudotcp;
-
 pub mod http;
 pub mod ptcp;
 pub mod seeds;

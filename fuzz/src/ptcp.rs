@@ -19,9 +19,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::pseudotcp::segment::Header;
-use crate::pseudotcp::sim::ByteStream;
-use crate::pseudotcp::{Config, Error, Event, PseudoTcp, State};
+use gshare::pseudotcp::segment::Header;
+use gshare::pseudotcp::sim::ByteStream;
+use gshare::pseudotcp::{Config, Error, Event, PseudoTcp, State};
 
 const LATENCY: Duration = Duration::from_millis(10);
 const MAX_OPS: usize = 512;

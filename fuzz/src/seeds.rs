@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use gshare::ice::stun::{ErrorCode, Message, MessageType};
 
-use crate::pseudotcp::segment::{FLAG_CTL, FLAG_RST, Header};
+use gshare::pseudotcp::segment::{FLAG_CTL, FLAG_RST, Header};
 
 type Seeds = Vec<(String, Vec<u8>)>;
 
