@@ -1,0 +1,1634 @@
+//! End-to-end benchmark (issue 8): whole transfers with the real `gshare`
+//! binary through a private Prosody, against the peers a user would pick
+//! instead, compared in the same run. Not a timed test: it prints a table,
+//! writes the same figures as JSON, and marks each target PASS or MISS from
+//! the measured numbers.
+//!
+//! Run through `scripts/bench` (installs OpenSSH, builds in release):
+//!   scripts/bench            full run (≈5 min): 1 GiB loopback, WAN links, TTFB, memory
+//!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
+//! or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
+//!   [--only loopback,wan,ttfb,memory] [--json PATH] [--dir DIR]`.
+//!
+//! What is measured:
+//! 1. Loopback bulk: one file, gshare send → gshare receive through Prosody;
+//!    kernel TCP (this binary re-executed as a 256 KiB read/write copier:
+//!    the ceiling for a user-space copy); libnice's PseudoTCP
+//!    (benches/support/nice_file.c, two libnice agents in Google mode,
+//!    file to file); scp to a private sshd. Rate = bytes ÷ (first byte
+//!    written by the receiver → last byte written); for gshare from its
+//!    `--json` events (first `progress` → `item`, the file saved).
+//!    CPU and peak RSS per process from `wait4`.
+//! 2. Wide-area links through tests/support/impair.rs: 100 Mbit/s, 50 ms
+//!    RTT, 0 / 0.1 / 1 % loss, gshare↔gshare vs libnice↔libnice, and the
+//!    Mathis bound MSS/RTT·1.22/√p.
+//! 3. Time to first byte: `gshare send` spawned → receiver's first
+//!    `progress` event, receiver already logged in; median.
+//! 4. Peak RSS of both gshare sides for the small vs the bulk file.
+//!
+//! Files live on tmpfs (/dev/shm) unless `--dir` says otherwise, so the
+//! figures are the network stack's, not the disk's.
+
+#[path = "../tests/support/impair.rs"]
+mod impair;
+#[path = "support/proc.rs"]
+mod proc;
+#[path = "../tests/support/prosody.rs"]
+mod prosody;
+#[path = "support/sshd.rs"]
+mod sshd;
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use impair::{ImpairConfig, Relay, RelayStats};
+use proc::{Proc, Usage};
+use prosody::Prosody;
+use sshd::SshSetup;
+
+const MB: f64 = 1e6;
+const MIB: u64 = 1 << 20;
+const GIB: f64 = (1u64 << 30) as f64;
+const ROMEO: (&str, &str) = ("romeo", "r0meo-bench");
+const JULIET: (&str, &str) = ("juliet", "jul1et-bench");
+/// PseudoTCP header bytes in every datagram (MSS = datagram − this).
+const PTCP_HEADER: usize = 24;
+
+// ------------------------------------------------------------------------
+// options and sizes
+
+#[derive(Debug, Clone)]
+struct Opts {
+    smoke: bool,
+    strict: bool,
+    rounds: usize,
+    json: PathBuf,
+    dir: PathBuf,
+    only: Option<Vec<String>>,
+    /// Record `perf` profiles of every gshare process into this directory.
+    perf: Option<PathBuf>,
+}
+
+impl Opts {
+    fn wants(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|s| s == section))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Sizes {
+    bulk: u64,
+    small: u64,
+    /// (loss, gshare bytes, libnice bytes)
+    wan: Vec<(f64, u64, u64)>,
+    ttfb_file: u64,
+    ttfb_trials: usize,
+    /// Longest a WAN transfer may take before its rate is taken from the
+    /// progress so far (reported as partial).
+    wan_budget: Duration,
+}
+
+impl Sizes {
+    /// Lossy WAN sizes take ≈25 s at the Mathis bound (libnice: at ≈1 MB/s
+    /// lossless, its 60 KiB window over 50 ms).
+    fn full() -> Sizes {
+        Sizes {
+            bulk: 1 << 30,
+            small: 100 * MIB,
+            wan: vec![
+                (0.0, 256 * MIB, 16 * MIB),
+                (0.001, 24 * MIB, 8 * MIB),
+                (0.01, 8 * MIB, 4 * MIB),
+            ],
+            ttfb_file: MIB,
+            ttfb_trials: 10,
+            wan_budget: Duration::from_secs(45),
+        }
+    }
+
+    fn smoke() -> Sizes {
+        Sizes {
+            bulk: 16 * MIB,
+            small: 4 * MIB,
+            wan: vec![
+                (0.0, 2 * MIB, 512 * 1024),
+                (0.001, MIB, 256 * 1024),
+                (0.01, 512 * 1024, 256 * 1024),
+            ],
+            ttfb_file: 256 * 1024,
+            ttfb_trials: 3,
+            wan_budget: Duration::from_secs(20),
+        }
+    }
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut o = Opts {
+        smoke: false,
+        strict: false,
+        rounds: 0,
+        json: PathBuf::new(),
+        dir: if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        },
+        only: None,
+        perf: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        match a.as_str() {
+            "--smoke" => o.smoke = true,
+            "--strict" => o.strict = true,
+            "--rounds" => o.rounds = val("--rounds")?.parse()?,
+            "--json" => o.json = PathBuf::from(val("--json")?),
+            "--dir" => o.dir = PathBuf::from(val("--dir")?),
+            "--perf" => o.perf = Some(PathBuf::from(val("--perf")?)),
+            "--only" => o.only = Some(val("--only")?.split(',').map(str::to_owned).collect()),
+            // cargo bench passes --bench to harness = false targets.
+            "--bench" => {}
+            other => bail!(
+                "unknown argument {other}; usage: e2e [--smoke] [--strict] [--rounds N] \
+                 [--only loopback,wan,ttfb,memory] [--json PATH] [--dir DIR] [--perf DIR]"
+            ),
+        }
+    }
+    if o.rounds == 0 {
+        o.rounds = if o.smoke { 1 } else { 3 };
+    }
+    if o.json.as_os_str().is_empty() {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        o.json = target.join("bench").join(if o.smoke {
+            "smoke.json"
+        } else {
+            "results.json"
+        });
+    }
+    Ok(o)
+}
+
+// ------------------------------------------------------------------------
+// small helpers
+
+fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn max_of(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+/// Deterministic pseudo-random bytes (xorshift64), so no compression or
+/// sparse-file shortcut helps anyone.
+fn write_random(p: &Path, len: u64, seed: u64) -> Result<()> {
+    let f = std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?;
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut x = seed | 1;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for c in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn size_label(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
+}
+
+/// Mathis et al.: throughput ≤ MSS/RTT · 1.22/√p (bytes per second).
+fn mathis(mss: usize, rtt: Duration, p: f64) -> f64 {
+    mss as f64 / rtt.as_secs_f64() * 1.22 / p.sqrt()
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| k / 1024 / 1024)
+        .unwrap_or(0);
+    json!({
+        "cpu": model,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": mem,
+        "kernel": sh("uname", &["-r"]),
+        "os": std::fs::read_to_string("/etc/os-release").unwrap_or_default().lines()
+            .find(|l| l.starts_with("PRETTY_NAME=")).map(|l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_owned())
+            .unwrap_or_default(),
+        "commit": sh("git", &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]),
+        "load_at_start": loadavg(),
+    })
+}
+
+// ------------------------------------------------------------------------
+// kernel TCP copier (this binary, re-executed)
+
+fn tcp_recv(out: &Path, n: u64) -> Result<()> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    println!("PORT {}", l.local_addr()?.port());
+    std::io::stdout().flush()?;
+    let (mut s, _) = l.accept()?;
+    let mut f = std::fs::File::create(out)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0u64;
+    let mut first = None;
+    while got < n {
+        let k = s.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        first.get_or_insert_with(Instant::now);
+        f.write_all(&buf[..k])?;
+        got += k as u64;
+    }
+    f.sync_all()?;
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    println!("RECEIVED BYTES {got} SECONDS {secs:.6}");
+    Ok(())
+}
+
+fn tcp_send(addr: &str, file: &Path) -> Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    let mut f = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        s.write_all(&buf[..k])?;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    // Wait for the receiver to close (it has everything then).
+    let _ = s.read(&mut buf);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------
+// the context of one benchmark run
+
+struct Ctx {
+    work: PathBuf,
+    prosody: Prosody,
+    nice: PathBuf,
+    ssh: Option<SshSetup>,
+    serial: u32,
+    perf: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn fresh_dir(&mut self, what: &str) -> Result<PathBuf> {
+        self.serial += 1;
+        let d = self.work.join(format!("{what}-{}", self.serial));
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    fn log(&mut self, what: &str) -> PathBuf {
+        self.serial += 1;
+        self.work.join(format!("{what}-{}.log", self.serial))
+    }
+
+    fn gshare(&mut self, who: (&str, &str)) -> Command {
+        let mut c = self.prosody.gshare(who.0, who.1);
+        c.env_remove("RUST_LOG");
+        let Some(dir) = self.perf.clone() else {
+            return c;
+        };
+        // Profile: the same command under `perf record` (then CPU and RSS
+        // figures include perf itself).
+        self.serial += 1;
+        let _ = std::fs::create_dir_all(&dir);
+        let mut p = Command::new("perf");
+        p.args([
+            "record",
+            "-q",
+            "-F",
+            "1999",
+            "--call-graph",
+            "dwarf,32768",
+            "-o",
+        ])
+        .arg(dir.join(format!("{}-{}.data", who.0, self.serial)))
+        .arg(c.get_program())
+        .args(c.get_args());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => p.env(k, v),
+                None => p.env_remove(k),
+            };
+        }
+        p
+    }
+
+    fn receiver(
+        &mut self,
+        out: &Path,
+        once: bool,
+        advertise: Option<std::net::SocketAddr>,
+    ) -> Result<Proc> {
+        let mut c = self.gshare(JULIET);
+        c.args(["receive", "--json", "--auto-accept", "--from"])
+            .arg(Prosody::jid(ROMEO.0))
+            .args(["--bind", "127.0.0.1", "-o"])
+            .arg(out);
+        if once {
+            c.arg("--once");
+        }
+        if let Some(a) = advertise {
+            c.arg("--advertise").arg(a.to_string());
+        }
+        let log = self.log("gshare-receive");
+        let mut p = Proc::spawn("gshare receive", c, &log)?;
+        p.expect(Duration::from_secs(30), |l| event_name(l) == Some("ready"))?;
+        Ok(p)
+    }
+
+    fn sender(&mut self, file: &Path, advertise: Option<std::net::SocketAddr>) -> Result<Proc> {
+        let mut c = self.gshare(ROMEO);
+        c.args(["send", "--json", "--bind", "127.0.0.1"]);
+        if let Some(a) = advertise {
+            c.arg("--advertise").arg(a.to_string());
+        }
+        c.arg(file).arg(Prosody::jid(JULIET.0));
+        let log = self.log("gshare-send");
+        Proc::spawn("gshare send", c, &log)
+    }
+}
+
+fn event_name(line: &str) -> Option<&'static str> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let e = v.get("event")?.as_str()?;
+    [
+        "ready", "offer", "accepted", "progress", "item", "done", "failed", "rejected", "skipped",
+    ]
+    .into_iter()
+    .find(|k| *k == e)
+}
+
+// ------------------------------------------------------------------------
+// one transfer with each peer
+
+/// A finished (or, on a slow emulated link, cut short) transfer.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    /// The file's size.
+    file_bytes: u64,
+    /// Bytes the rate is computed over.
+    bytes: u64,
+    /// Data phase: first byte written → last byte written, seconds.
+    data_secs: f64,
+    /// The sending command's wall time (gshare: login to exit).
+    wall: f64,
+    send: Usage,
+    recv: Usage,
+    /// Rate from progress reports because the run hit its time budget.
+    partial: bool,
+    /// gshare: accepted → done as reported by the receiver.
+    accepted_to_done: Option<f64>,
+    relay: Option<RelayStats>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.bytes as f64 / self.data_secs / MB
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "file_bytes": self.file_bytes,
+            "bytes": self.bytes,
+            "data_seconds": self.data_secs,
+            "mb_per_s": self.rate(),
+            "wall_seconds": self.wall,
+            "partial": self.partial,
+            "accepted_to_done_seconds": self.accepted_to_done,
+            "send": usage_json(&self.send, self.bytes),
+            "recv": usage_json(&self.recv, self.bytes),
+            "relay": self.relay.map(relay_json),
+        })
+    }
+}
+
+fn usage_json(u: &Usage, bytes: u64) -> Value {
+    json!({
+        "wall_seconds": u.wall.as_secs_f64(),
+        "user_seconds": u.user,
+        "sys_seconds": u.sys,
+        "cpu_seconds_per_gib": cpu_per_gib(u, bytes),
+        "max_rss_bytes": u.max_rss,
+        "context_switches": u.csw,
+    })
+}
+
+fn cpu_per_gib(u: &Usage, bytes: u64) -> f64 {
+    u.cpu() / (bytes as f64 / GIB)
+}
+
+fn relay_json(s: RelayStats) -> Value {
+    let d = |d: impair::DirectionStats| {
+        json!({"received": d.received, "delivered": d.delivered, "lost": d.lost,
+               "queue_drops": d.queue_drops, "oversize": d.oversize, "unrouted": d.unrouted,
+               "clamped": d.clamped, "max_datagram": d.max_datagram, "max_queue_bytes": d.max_queue})
+    };
+    json!({"a_to_b": d(s.a_to_b), "b_to_a": d(s.b_to_a)})
+}
+
+fn check_output(path: &Path, size: u64, sha: &str, who: &str) -> Result<()> {
+    let got = std::fs::metadata(path)
+        .with_context(|| format!("{who}: no output at {}", path.display()))?
+        .len();
+    if got != size {
+        bail!("{who}: output has {got} bytes, expected {size}");
+    }
+    let h = sha256_file(path)?;
+    if h != sha {
+        bail!("{who}: output SHA-256 {h} differs from the input's {sha}");
+    }
+    Ok(())
+}
+
+fn gshare_transfer(
+    ctx: &mut Ctx,
+    file: &Path,
+    sha: &str,
+    relay: Option<&Relay>,
+    budget: Duration,
+) -> Result<Run> {
+    let size = std::fs::metadata(file)?.len();
+    let out = ctx.fresh_dir("gshare-out")?;
+    let mut rx = ctx.receiver(&out, true, relay.map(|r| r.addr_b()))?;
+    let mut tx = ctx.sender(file, relay.map(|r| r.addr_a()))?;
+    let started = Instant::now();
+    let deadline = started + budget;
+    let mut accepted = None;
+    let mut first: Option<(Instant, u64)> = None;
+    let mut last: Option<(Instant, u64)> = None;
+    let mut item: Option<(Instant, Value)> = None;
+    let mut done: Option<Value> = None;
+    let mut partial = false;
+    while done.is_none() {
+        if Instant::now() >= deadline {
+            partial = true;
+            break;
+        }
+        let Some((t, line)) = rx.poll_line(Duration::from_millis(100))? else {
+            if let Some(u) = tx.exited()
+                && u.code != 0
+            {
+                bail!(
+                    "gshare send failed (exit {}); {}; receiver {}",
+                    u.code,
+                    tx.diagnostics(),
+                    rx.diagnostics()
+                );
+            }
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        match v.get("event").and_then(Value::as_str) {
+            Some("accepted") => accepted = Some(t),
+            Some("progress") => {
+                let b = v.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+                first.get_or_insert((t, b));
+                last = Some((t, b));
+            }
+            Some("item") => item = Some((t, v)),
+            Some("done") => done = Some(v),
+            Some("failed") => bail!("gshare receive failed: {line}; {}", tx.diagnostics()),
+            _ => {}
+        }
+    }
+    let relay_stats = relay.map(Relay::stats);
+    if partial {
+        let (Some((t0, b0)), Some((t1, b1))) = (first, last) else {
+            bail!(
+                "gshare moved no data within {budget:?}; sender {}; receiver {}",
+                tx.diagnostics(),
+                rx.diagnostics()
+            );
+        };
+        if t1 <= t0 || b1 <= b0 {
+            bail!("gshare made too little progress within {budget:?} to measure");
+        }
+        tx.kill();
+        rx.kill();
+        let _ = std::fs::remove_dir_all(&out);
+        return Ok(Run {
+            file_bytes: size,
+            bytes: b1 - b0,
+            data_secs: (t1 - t0).as_secs_f64(),
+            wall: f64::NAN,
+            send: tx.wait(Duration::from_secs(5))?,
+            recv: rx.wait(Duration::from_secs(5))?,
+            partial: true,
+            accepted_to_done: None,
+            relay: relay_stats,
+        });
+    }
+    let recv = rx.wait_ok(Duration::from_secs(30))?;
+    let send = tx.wait_ok(Duration::from_secs(30))?;
+    let (t_item, item) = item.ok_or_else(|| anyhow!("gshare receive reported no item"))?;
+    let (t_first, b_first) = first.unwrap_or((accepted.unwrap_or(started), 0));
+    if item.get("sha256").and_then(Value::as_str) != Some(sha) {
+        bail!("gshare: item SHA-256 {item} is not the input's {sha}");
+    }
+    let path = item
+        .get("path")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("gshare: item without path"))?;
+    check_output(&path, size, sha, "gshare")?;
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(Run {
+        file_bytes: size,
+        bytes: size - b_first,
+        data_secs: (t_item - t_first).as_secs_f64(),
+        wall: send.wall.as_secs_f64(),
+        send,
+        recv,
+        partial: false,
+        accepted_to_done: done.and_then(|d| d.get("seconds").and_then(Value::as_f64)),
+        relay: relay_stats,
+    })
+}
+
+fn tcp_transfer(ctx: &mut Ctx, file: &Path, sha: &str) -> Result<Run> {
+    let size = std::fs::metadata(file)?.len();
+    let out = ctx.fresh_dir("tcp-out")?.join("out.bin");
+    let me = std::env::current_exe()?;
+    let mut c = Command::new(&me);
+    c.arg("--tcp-recv").arg(&out).arg(size.to_string());
+    let log = ctx.log("tcp-recv");
+    let mut rx = Proc::spawn("tcp receiver", c, &log)?;
+    let (_, l) = rx.expect(Duration::from_secs(10), |l| l.starts_with("PORT "))?;
+    let port = l.trim_start_matches("PORT ").to_owned();
+    let mut c = Command::new(&me);
+    c.arg("--tcp-send")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(file);
+    let log = ctx.log("tcp-send");
+    let mut tx = Proc::spawn("tcp sender", c, &log)?;
+    let timeout = Duration::from_secs(60 + size / (20 * MIB));
+    let (_, l) = rx.expect(timeout, |l| l.starts_with("RECEIVED "))?;
+    let secs = report_seconds(&l)?;
+    let recv = rx.wait_ok(Duration::from_secs(10))?;
+    let send = tx.wait_ok(Duration::from_secs(10))?;
+    check_output(&out, size, sha, "kernel TCP")?;
+    let _ = std::fs::remove_file(&out);
+    Ok(Run {
+        file_bytes: size,
+        bytes: size,
+        data_secs: secs,
+        wall: send.wall.as_secs_f64(),
+        send,
+        recv,
+        ..Run::default()
+    })
+}
+
+/// `... SECONDS <t>` at the end of a report line.
+fn report_seconds(line: &str) -> Result<f64> {
+    line.rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad report line {line:?}"))
+}
+
+/// `... BYTES <n> SECONDS <t>`.
+fn report_bytes(line: &str) -> Result<u64> {
+    let f: Vec<&str> = line.split(' ').collect();
+    f.iter()
+        .position(|w| *w == "BYTES")
+        .and_then(|i| f.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad report line {line:?}"))
+}
+
+fn build_nice_file(target_tmp: &Path) -> Result<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/support/nice_file.c");
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "nice"])
+        .output()
+        .context("run pkg-config (apt-get install pkg-config libnice-dev)")?;
+    if !flags.status.success() {
+        bail!("pkg-config does not know libnice: apt-get install libnice-dev");
+    }
+    let flags = String::from_utf8_lossy(&flags.stdout).into_owned();
+    std::fs::create_dir_all(target_tmp)?;
+    let out = target_tmp.join("nice_file");
+    let status = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(flags.split_whitespace())
+        .status()
+        .context("run cc")?;
+    if !status.success() {
+        bail!("compiling {} failed", src.display());
+    }
+    Ok(out)
+}
+
+/// Reads `CANDIDATE` lines up to `GATHERED`.
+fn nice_candidates(p: &mut Proc) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, l) = p.next_line(deadline)?;
+        if l == "GATHERED" {
+            break;
+        }
+        if l.starts_with("CANDIDATE ") {
+            v.push(l);
+        }
+    }
+    if v.is_empty() {
+        bail!("libnice gathered no candidate");
+    }
+    Ok(v)
+}
+
+/// The candidate line with its address replaced by 127.0.0.1:`port`.
+fn rewrite_candidate(line: &str, port: u16) -> String {
+    let f: Vec<&str> = line.split(' ').collect();
+    let mut out = vec!["CANDIDATE", "127.0.0.1"];
+    let port = port.to_string();
+    out.push(&port);
+    out.extend(f.iter().skip(3));
+    out.join(" ")
+}
+
+fn nice_transfer(
+    ctx: &mut Ctx,
+    file: &Path,
+    sha: &str,
+    relay: Option<&Relay>,
+    budget: Duration,
+) -> Result<Run> {
+    let size = std::fs::metadata(file)?.len();
+    let out = ctx.fresh_dir("nice-out")?.join("out.bin");
+    let mut c = Command::new(&ctx.nice);
+    c.arg("--send-file").arg(file).args(["--controlling", "1"]);
+    let log = ctx.log("nice-send");
+    let mut tx = Proc::spawn("libnice sender", c, &log)?;
+    let mut c = Command::new(&ctx.nice);
+    c.arg("--recv-file")
+        .arg(&out)
+        .arg(size.to_string())
+        .args(["--controlling", "1"]);
+    let log = ctx.log("nice-recv");
+    let mut rx = Proc::spawn("libnice receiver", c, &log)?;
+    let tx_c = nice_candidates(&mut tx)?;
+    let rx_c = nice_candidates(&mut rx)?;
+    match relay {
+        // A announces PA, B announces PB: A is told PB, B is told PA.
+        Some(r) => {
+            tx.send_line(&rewrite_candidate(&rx_c[0], r.port_b))?;
+            rx.send_line(&rewrite_candidate(&tx_c[0], r.port_a))?;
+        }
+        None => {
+            for c in &rx_c {
+                tx.send_line(c)?;
+            }
+            for c in &tx_c {
+                rx.send_line(c)?;
+            }
+        }
+    }
+    let deadline = Instant::now() + budget;
+    let mut progress: Vec<(u64, f64)> = Vec::new();
+    let mut received = None;
+    while Instant::now() < deadline {
+        let Some((_, l)) = rx.poll_line(Duration::from_millis(200))? else {
+            continue;
+        };
+        if l.starts_with("ERROR") {
+            bail!("libnice receiver: {l}; sender {}", tx.diagnostics());
+        }
+        if l.starts_with("PROGRESS ") {
+            progress.push((report_bytes(&l)?, report_seconds(&l)?));
+        }
+        if l.starts_with("RECEIVED ") {
+            received = Some(report_seconds(&l)?);
+            break;
+        }
+    }
+    let relay_stats = relay.map(Relay::stats);
+    let Some(secs) = received else {
+        // Cut short: the rate of what arrived (first byte → last report).
+        let Some(&(b, t)) = progress.last().filter(|(b, t)| *b > 0 && *t > 0.0) else {
+            bail!(
+                "libnice moved no data within {budget:?}; sender {}; receiver {}",
+                tx.diagnostics(),
+                rx.diagnostics()
+            );
+        };
+        tx.kill();
+        rx.kill();
+        let _ = std::fs::remove_file(&out);
+        return Ok(Run {
+            file_bytes: size,
+            bytes: b,
+            data_secs: t,
+            wall: f64::NAN,
+            send: tx.wait(Duration::from_secs(5))?,
+            recv: rx.wait(Duration::from_secs(5))?,
+            partial: true,
+            relay: relay_stats,
+            ..Run::default()
+        });
+    };
+    let _ = tx.send_line("QUIT");
+    let _ = rx.send_line("QUIT");
+    let send = tx.wait_ok(Duration::from_secs(10))?;
+    let recv = rx.wait_ok(Duration::from_secs(10))?;
+    check_output(&out, size, sha, "libnice")?;
+    let _ = std::fs::remove_file(&out);
+    Ok(Run {
+        file_bytes: size,
+        bytes: size,
+        data_secs: secs,
+        wall: send.wall.as_secs_f64(),
+        send,
+        recv,
+        relay: relay_stats,
+        ..Run::default()
+    })
+}
+
+fn scp_transfer(ctx: &mut Ctx, file: &Path, sha: &str) -> Result<Run> {
+    let size = std::fs::metadata(file)?.len();
+    let out = ctx.fresh_dir("scp-out")?.join("out.bin");
+    let log = ctx.log("scp");
+    let ssh = ctx.ssh.as_ref().ok_or_else(|| anyhow!("no sshd set up"))?;
+    let daemon = ssh.start()?;
+    // The data phase as the file grows: first byte → complete.
+    let watch_path = out.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut first = None;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let len = std::fs::metadata(&watch_path).map(|m| m.len()).unwrap_or(0);
+            let now = Instant::now();
+            if len > 0 && first.is_none() {
+                first = Some(now);
+            }
+            if len >= size {
+                return first.map(|f| (f, now));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        None
+    });
+    let mut tx = Proc::spawn("scp", ssh.scp_command(file, &out), &log)?;
+    let timeout = Duration::from_secs(60 + size / (10 * MIB));
+    let send = tx.wait_ok(timeout);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let times = watcher.join().map_err(|_| anyhow!("watcher panicked"))?;
+    let recv = ssh.stop(daemon)?;
+    let send = send?;
+    let (t0, t1) = times.ok_or_else(|| anyhow!("scp: the output never reached {size} bytes"))?;
+    check_output(&out, size, sha, "scp")?;
+    let _ = std::fs::remove_file(&out);
+    Ok(Run {
+        file_bytes: size,
+        bytes: size,
+        data_secs: (t1 - t0).as_secs_f64(),
+        wall: send.wall.as_secs_f64(),
+        send,
+        recv,
+        ..Run::default()
+    })
+}
+
+// ------------------------------------------------------------------------
+// sections
+
+struct Input {
+    path: PathBuf,
+    size: u64,
+    sha: String,
+}
+
+fn make_input(work: &Path, name: &str, size: u64, seed: u64) -> Result<Input> {
+    let path = work.join(name);
+    write_random(&path, size, seed)?;
+    let sha = sha256_file(&path)?;
+    Ok(Input { path, size, sha })
+}
+
+#[derive(Default)]
+struct Loopback {
+    /// Per peer: runs in round order.
+    gshare: Vec<Run>,
+    tcp: Vec<Run>,
+    nice: Vec<Run>,
+    scp: Vec<Run>,
+    small: Vec<Run>,
+}
+
+fn progress(msg: &str) {
+    eprintln!("[{}] {msg}", chrono_now());
+}
+
+fn chrono_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{:02}:{:02}:{:02}", (t / 3600) % 24, (t / 60) % 60, t % 60)
+}
+
+fn run_loopback(ctx: &mut Ctx, o: &Opts, bulk: &Input, small: Option<&Input>) -> Result<Loopback> {
+    let mut lb = Loopback::default();
+    let budget = Duration::from_secs(120 + bulk.size / (10 * MIB));
+    for round in 1..=o.rounds {
+        progress(&format!(
+            "loopback round {round}/{}: gshare {}",
+            o.rounds,
+            size_label(bulk.size)
+        ));
+        let r = gshare_transfer(ctx, &bulk.path, &bulk.sha, None, budget)?;
+        progress(&format!("  gshare {:.1} MB/s", r.rate()));
+        lb.gshare.push(r);
+        let r = tcp_transfer(ctx, &bulk.path, &bulk.sha)?;
+        progress(&format!("  kernel TCP {:.1} MB/s", r.rate()));
+        lb.tcp.push(r);
+        let r = nice_transfer(ctx, &bulk.path, &bulk.sha, None, budget)?;
+        progress(&format!("  libnice {:.1} MB/s", r.rate()));
+        lb.nice.push(r);
+        let r = scp_transfer(ctx, &bulk.path, &bulk.sha)?;
+        progress(&format!("  scp {:.1} MB/s", r.rate()));
+        lb.scp.push(r);
+        if let Some(s) = small {
+            let r = gshare_transfer(ctx, &s.path, &s.sha, None, budget)?;
+            progress(&format!(
+                "  gshare {} {:.1} MB/s",
+                size_label(s.size),
+                r.rate()
+            ));
+            lb.small.push(r);
+        }
+    }
+    Ok(lb)
+}
+
+struct WanCase {
+    loss: f64,
+    gshare: Run,
+    nice: Run,
+    /// Mathis bound for each one's MSS, bytes/s (loss > 0).
+    mathis_gshare: Option<f64>,
+    mathis_nice: Option<f64>,
+    mss_gshare: usize,
+    mss_nice: usize,
+}
+
+const WAN_RATE: u64 = 100_000_000;
+const WAN_RTT: Duration = Duration::from_millis(50);
+
+fn mss_of(r: &Run) -> usize {
+    r.relay
+        .map(|s| s.a_to_b.max_datagram.saturating_sub(PTCP_HEADER))
+        .unwrap_or(0)
+}
+
+fn run_wan(ctx: &mut Ctx, sizes: &Sizes, work: &Path) -> Result<Vec<WanCase>> {
+    let mut out = Vec::new();
+    for (i, &(loss, gsize, nsize)) in sizes.wan.iter().enumerate() {
+        let seed = 0x5EED_0000 + i as u64;
+        let gin = make_input(work, &format!("wan-gshare-{i}.bin"), gsize, 11 + i as u64)?;
+        let nin = make_input(work, &format!("wan-nice-{i}.bin"), nsize, 21 + i as u64)?;
+        progress(&format!(
+            "WAN 100 Mbit/s 50 ms {:.1} % loss: gshare {}",
+            loss * 100.0,
+            size_label(gsize)
+        ));
+        let relay = Relay::start(ImpairConfig::wan(WAN_RATE, WAN_RTT, loss, seed))?;
+        let g = gshare_transfer(ctx, &gin.path, &gin.sha, Some(&relay), sizes.wan_budget)?;
+        drop(relay);
+        progress(&format!(
+            "  gshare {:.2} MB/s{}",
+            g.rate(),
+            if g.partial { " (partial)" } else { "" }
+        ));
+        check_relay(&g, "gshare")?;
+        progress(&format!("  libnice {}", size_label(nsize)));
+        let relay = Relay::start(ImpairConfig::wan(WAN_RATE, WAN_RTT, loss, seed))?;
+        let n = nice_transfer(ctx, &nin.path, &nin.sha, Some(&relay), sizes.wan_budget)?;
+        drop(relay);
+        progress(&format!(
+            "  libnice {:.2} MB/s{}",
+            n.rate(),
+            if n.partial { " (partial)" } else { "" }
+        ));
+        check_relay(&n, "libnice")?;
+        let _ = std::fs::remove_file(&gin.path);
+        let _ = std::fs::remove_file(&nin.path);
+        let (mg, mn) = (mss_of(&g), mss_of(&n));
+        out.push(WanCase {
+            loss,
+            mathis_gshare: (loss > 0.0).then(|| mathis(mg, WAN_RTT, loss)),
+            mathis_nice: (loss > 0.0).then(|| mathis(mn, WAN_RTT, loss)),
+            mss_gshare: mg,
+            mss_nice: mn,
+            gshare: g,
+            nice: n,
+        });
+    }
+    Ok(out)
+}
+
+/// The relay must have carried the data without oversize drops.
+fn check_relay(r: &Run, who: &str) -> Result<()> {
+    let s = r
+        .relay
+        .ok_or_else(|| anyhow!("{who}: no relay statistics"))?;
+    if s.a_to_b.delivered == 0 || s.b_to_a.delivered == 0 {
+        bail!("{who}: the relay forwarded nothing ({s:?})");
+    }
+    if s.a_to_b.oversize + s.b_to_a.oversize > 0 {
+        bail!("{who}: datagrams larger than the emulated 1500-byte MTU ({s:?})");
+    }
+    Ok(())
+}
+
+struct Ttfb {
+    /// (send spawned → first byte written, → accepted) seconds per trial.
+    trials: Vec<(f64, f64)>,
+    sender_wall: Vec<f64>,
+}
+
+fn run_ttfb(ctx: &mut Ctx, sizes: &Sizes, input: &Input) -> Result<Ttfb> {
+    let out = ctx.fresh_dir("ttfb-out")?;
+    let mut rx = ctx.receiver(&out, false, None)?;
+    let mut t = Ttfb {
+        trials: Vec::new(),
+        sender_wall: Vec::new(),
+    };
+    for i in 0..sizes.ttfb_trials {
+        // gshare rate-limits progress events to one per 500 ms per
+        // process: leave a gap so the next transfer's first one shows.
+        std::thread::sleep(Duration::from_millis(700));
+        let t0 = Instant::now();
+        let mut tx = ctx.sender(&input.path, None)?;
+        let mut accepted = None;
+        let mut first = None;
+        let mut item = None;
+        let deadline = t0 + Duration::from_secs(30);
+        loop {
+            let (t, line) = rx.next_line(deadline)?;
+            match event_name(&line) {
+                Some("accepted") => accepted = Some(t),
+                Some("progress") => {
+                    first.get_or_insert(t);
+                }
+                Some("item") => item = Some(t),
+                Some("done") => break,
+                Some("failed") => bail!("TTFB trial {i}: {line}; {}", tx.diagnostics()),
+                _ => {}
+            }
+        }
+        let send = tx.wait_ok(Duration::from_secs(10))?;
+        let first = first
+            .or(item)
+            .ok_or_else(|| anyhow!("TTFB trial {i}: no progress or item event"))?;
+        let acc = accepted.ok_or_else(|| anyhow!("TTFB trial {i}: no accepted event"))?;
+        t.trials
+            .push(((first - t0).as_secs_f64(), (acc - t0).as_secs_f64()));
+        t.sender_wall.push(send.wall.as_secs_f64());
+    }
+    rx.signal(libc::SIGINT);
+    let _ = rx.wait(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(t)
+}
+
+// ------------------------------------------------------------------------
+// report
+
+struct Target {
+    name: String,
+    pass: bool,
+    measured: String,
+    value: f64,
+    threshold: f64,
+}
+
+fn target(name: &str, value: f64, threshold: f64, at_least: bool, measured: String) -> Target {
+    let pass = value.is_finite()
+        && if at_least {
+            value >= threshold
+        } else {
+            value <= threshold
+        };
+    Target {
+        name: name.to_owned(),
+        pass,
+        measured,
+        value,
+        threshold,
+    }
+}
+
+fn f1(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}")
+    } else {
+        "–".into()
+    }
+}
+
+fn f2(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "–".into()
+    }
+}
+
+fn rss_mib(u: &Usage) -> f64 {
+    u.max_rss as f64 / MIB as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Re-executed as the kernel TCP copier.
+    let helper = match args.get(1).map(String::as_str) {
+        Some("--tcp-recv") => Some(
+            args.get(3)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| anyhow!("--tcp-recv OUT N"))
+                .and_then(|n| tcp_recv(Path::new(&args[2]), n)),
+        ),
+        Some("--tcp-send") if args.len() >= 4 => Some(tcp_send(&args[2], Path::new(&args[3]))),
+        _ => None,
+    };
+    if let Some(r) = helper {
+        if let Err(e) = r {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    match run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("benchmark failed: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() -> Result<i32> {
+    let o = parse_args()?;
+    let sizes = if o.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::full()
+    };
+    let begun = Instant::now();
+    let mut mach = machine();
+    let work = tempfile::Builder::new()
+        .prefix("gshare-bench-")
+        .tempdir_in(&o.dir)
+        .with_context(|| format!("temporary directory in {}", o.dir.display()))?;
+    let fs_type = sh("stat", &["-f", "-c", "%T", &o.dir.display().to_string()]);
+    mach["data_dir"] = json!(o.dir.display().to_string());
+    mach["data_fs"] = json!(fs_type);
+    progress(&format!(
+        "setting up in {} ({fs_type})",
+        work.path().display()
+    ));
+    let nice = build_nice_file(Path::new(env!("CARGO_TARGET_TMPDIR")))?;
+    let ssh = if o.wants("loopback") {
+        Some(SshSetup::new(&work.path().join("ssh"))?)
+    } else {
+        None
+    };
+    let prosody = Prosody::start(&[ROMEO, JULIET]);
+    let mut ctx = Ctx {
+        work: work.path().to_owned(),
+        prosody,
+        nice,
+        ssh,
+        serial: 0,
+        perf: o.perf.clone(),
+    };
+
+    // Sections 1..=4 in print order, whatever order they run in.
+    let mut sections: [String; 5] = Default::default();
+    let mut targets: [Vec<Target>; 5] = Default::default();
+    let mut js = json!({
+        "mode": if o.smoke { "smoke" } else { "full" },
+        "rounds": o.rounds,
+        "machine": mach,
+    });
+
+    // 1 + 4: loopback bulk and memory.
+    if o.wants("loopback") || o.wants("memory") {
+        progress(&format!(
+            "making inputs ({} and {})",
+            size_label(sizes.bulk),
+            size_label(sizes.small)
+        ));
+        let bulk = make_input(&ctx.work, "bulk.bin", sizes.bulk, 1)?;
+        let small = make_input(&ctx.work, "small.bin", sizes.small, 2)?;
+        let lb = if o.wants("loopback") {
+            run_loopback(&mut ctx, &o, &bulk, Some(&small))?
+        } else {
+            let mut lb = Loopback::default();
+            for _ in 0..o.rounds {
+                lb.gshare.push(gshare_transfer(
+                    &mut ctx,
+                    &bulk.path,
+                    &bulk.sha,
+                    None,
+                    Duration::from_secs(300),
+                )?);
+                lb.small.push(gshare_transfer(
+                    &mut ctx,
+                    &small.path,
+                    &small.sha,
+                    None,
+                    Duration::from_secs(300),
+                )?);
+            }
+            lb
+        };
+        let _ = std::fs::remove_file(&bulk.path);
+        let _ = std::fs::remove_file(&small.path);
+        let [_, s1, _, _, s4] = &mut sections;
+        let [_, t1, _, _, t4] = &mut targets;
+        report_loopback(&o, &sizes, &lb, (s1, s4), (t1, t4), &mut js);
+    }
+
+    // 2: wide-area links.
+    if o.wants("wan") {
+        let work = ctx.work.clone();
+        let cases = run_wan(&mut ctx, &sizes, &work)?;
+        report_wan(&cases, &mut sections[2], &mut targets[2], &mut js);
+    }
+
+    // 3: time to first byte.
+    if o.wants("ttfb") {
+        progress(&format!("time to first byte: {} trials", sizes.ttfb_trials));
+        let input = make_input(&ctx.work, "ttfb.bin", sizes.ttfb_file, 3)?;
+        let t = run_ttfb(&mut ctx, &sizes, &input)?;
+        let firsts: Vec<f64> = t.trials.iter().map(|x| x.0 * 1e3).collect();
+        let accs: Vec<f64> = t.trials.iter().map(|x| x.1 * 1e3).collect();
+        let walls: Vec<f64> = t.sender_wall.iter().map(|x| x * 1e3).collect();
+        let med = median(&firsts);
+        let min = firsts.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = max_of(&firsts);
+        let _ = writeln!(
+            sections[3],
+            "\n3. Time to first byte (loopback, receiver logged in; {} trials, {} file)\n\
+             \x20  gshare send spawned → first byte written: median {:.0} ms (min {:.0}, max {:.0})\n\
+             \x20  of which until the offer was accepted:     median {:.0} ms\n\
+             \x20  whole send command (login → exit):         median {:.0} ms",
+            firsts.len(),
+            size_label(input.size),
+            med,
+            min,
+            max,
+            median(&accs),
+            median(&walls),
+        );
+        targets[3].push(target(
+            "time to first byte ≤ 500 ms (median)",
+            med,
+            500.0,
+            false,
+            format!("{med:.0} ms"),
+        ));
+        js["ttfb"] = json!({
+            "trials_ms": firsts, "accepted_ms": accs, "sender_wall_ms": walls,
+            "median_ms": med, "min_ms": min, "max_ms": max, "file_bytes": input.size,
+        });
+    }
+
+    // Targets.
+    let targets: Vec<Target> = targets.into_iter().flatten().collect();
+    let mut report = sections.concat();
+    let _ = writeln!(
+        report,
+        "\nTargets{}",
+        if o.smoke {
+            " (smoke sizes: informative only)"
+        } else {
+            ""
+        }
+    );
+    for t in &targets {
+        let _ = writeln!(
+            report,
+            "  {}  {:<52} measured {}",
+            if t.pass { "PASS" } else { "MISS" },
+            t.name,
+            t.measured
+        );
+    }
+    js["targets"] = Value::Array(
+        targets
+            .iter()
+            .map(|t| json!({"name": t.name, "pass": t.pass, "value": t.value, "threshold": t.threshold, "measured": t.measured}))
+            .collect(),
+    );
+    let elapsed = begun.elapsed().as_secs_f64();
+    js["machine"]["load_at_end"] = json!(loadavg());
+    js["seconds"] = json!(elapsed);
+
+    let m = &js["machine"];
+    let header = format!(
+        "gshare end-to-end benchmark ({}) — commit {}, {} rounds, {:.0} s\n\
+         machine: {} ({} cores, {} GiB), {}, kernel {}; load {} → {}; files on {} ({})\n\
+         MB = 10^6 bytes. Rates are first byte written → last byte written at the receiver.",
+        if o.smoke { "smoke" } else { "full" },
+        m["commit"].as_str().unwrap_or("?"),
+        o.rounds,
+        elapsed,
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["memory_gib"],
+        m["os"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["load_at_start"].as_str().unwrap_or("?"),
+        m["load_at_end"].as_str().unwrap_or("?"),
+        m["data_dir"].as_str().unwrap_or("?"),
+        m["data_fs"].as_str().unwrap_or("?"),
+    );
+    println!("{header}\n{report}");
+    if let Some(dir) = o.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.json, serde_json::to_string_pretty(&js)? + "\n")?;
+    println!("JSON: {}", o.json.display());
+    let missed = targets.iter().filter(|t| !t.pass).count();
+    Ok(if o.strict && missed > 0 { 2 } else { 0 })
+}
+
+fn report_loopback(
+    o: &Opts,
+    sizes: &Sizes,
+    lb: &Loopback,
+    (report, report4): (&mut String, &mut String),
+    (targets, targets4): (&mut Vec<Target>, &mut Vec<Target>),
+    js: &mut Value,
+) {
+    let g = &lb.gshare;
+    let ratio_med = |other: &[Run]| -> f64 {
+        let v: Vec<f64> = g
+            .iter()
+            .zip(other)
+            .map(|(a, b)| a.rate() / b.rate())
+            .collect();
+        median(&v)
+    };
+    if o.wants("loopback") {
+        let _ = writeln!(
+            report,
+            "\n1. Loopback bulk transfer, one {} file (median of {} rounds; ratio = gshare ÷ peer, median of per-round ratios)\n\
+             \x20  {:<22} {:>9} {:>11} {:>8} {:>17} {:>17}\n\
+             \x20  {:<22} {:>9} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            size_label(sizes.bulk),
+            o.rounds,
+            "peer",
+            "MB/s",
+            "gshare ÷",
+            "wall s",
+            "CPU s/GiB",
+            "peak RSS MiB",
+            "",
+            "",
+            "",
+            "",
+            "send",
+            "recv",
+            "send",
+            "recv",
+        );
+        let mut rows = Vec::new();
+        for (name, runs) in [
+            ("gshare", g),
+            ("kernel TCP (ceiling)", &lb.tcp),
+            ("libnice PseudoTCP", &lb.nice),
+            ("scp (OpenSSH)", &lb.scp),
+        ] {
+            let rate = median(&runs.iter().map(Run::rate).collect::<Vec<_>>());
+            let ratio = if name == "gshare" {
+                1.0
+            } else {
+                ratio_med(runs)
+            };
+            let wall = median(&runs.iter().map(|r| r.wall).collect::<Vec<_>>());
+            let cs = median(
+                &runs
+                    .iter()
+                    .map(|r| cpu_per_gib(&r.send, r.bytes))
+                    .collect::<Vec<_>>(),
+            );
+            let cr = median(
+                &runs
+                    .iter()
+                    .map(|r| cpu_per_gib(&r.recv, r.bytes))
+                    .collect::<Vec<_>>(),
+            );
+            let rs = max_of(&runs.iter().map(|r| rss_mib(&r.send)).collect::<Vec<_>>());
+            let rr = max_of(&runs.iter().map(|r| rss_mib(&r.recv)).collect::<Vec<_>>());
+            let _ = writeln!(
+                report,
+                "   {name:<22} {:>9} {:>10}× {:>8} {:>8} {:>8} {:>8} {:>8}",
+                f1(rate),
+                f2(ratio),
+                f2(wall),
+                f2(cs),
+                f2(cr),
+                f1(rs),
+                f1(rr)
+            );
+            rows.push(json!({
+                "peer": name, "mb_per_s": rate, "gshare_ratio": ratio, "wall_seconds": wall,
+                "cpu_seconds_per_gib": {"send": cs, "recv": cr},
+                "max_rss_mib": {"send": rs, "recv": rr},
+                "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
+            }));
+        }
+        let _ = writeln!(
+            report,
+            "   (libnice: two nice_file agents, file to file, no XMPP; scp: default cipher, private sshd;\n\
+             \x20   kernel TCP: 256 KiB read/write copier; wall = the sending command; RSS = max over rounds;\n\
+             \x20   gshare accepted → done {} s median)",
+            f2(median(
+                &g.iter()
+                    .filter_map(|r| r.accepted_to_done)
+                    .collect::<Vec<_>>()
+            ))
+        );
+        js["loopback"] = json!({"file_bytes": sizes.bulk, "peers": rows});
+        let vs_nice = ratio_med(&lb.nice);
+        let vs_tcp = ratio_med(&lb.tcp);
+        targets.push(target(
+            "loopback: gshare ≥ 10× libnice PseudoTCP",
+            vs_nice,
+            10.0,
+            true,
+            format!("{vs_nice:.2}×"),
+        ));
+        targets.push(target(
+            "loopback: gshare ≥ 25 % of kernel TCP",
+            vs_tcp * 100.0,
+            25.0,
+            true,
+            format!("{:.1} %", vs_tcp * 100.0),
+        ));
+    }
+    // 4. Memory flatness.
+    if !lb.small.is_empty() {
+        let big_s = max_of(&g.iter().map(|r| rss_mib(&r.send)).collect::<Vec<_>>());
+        let big_r = max_of(&g.iter().map(|r| rss_mib(&r.recv)).collect::<Vec<_>>());
+        let sm_s = max_of(
+            &lb.small
+                .iter()
+                .map(|r| rss_mib(&r.send))
+                .collect::<Vec<_>>(),
+        );
+        let sm_r = max_of(
+            &lb.small
+                .iter()
+                .map(|r| rss_mib(&r.recv))
+                .collect::<Vec<_>>(),
+        );
+        let grow = |a: f64, b: f64| (b - a) / a * 100.0;
+        let _ = writeln!(
+            report4,
+            "\n4. gshare peak RSS (max over rounds), {} vs {}\n\
+             \x20  {:<8} {:>10} {:>10} {:>9}\n\
+             \x20  {:<8} {:>10} {:>10} {:>8}%\n\
+             \x20  {:<8} {:>10} {:>10} {:>8}%",
+            size_label(sizes.small),
+            size_label(sizes.bulk),
+            "side",
+            size_label(sizes.small),
+            size_label(sizes.bulk),
+            "change",
+            "send",
+            f1(sm_s),
+            f1(big_s),
+            f1(grow(sm_s, big_s)),
+            "receive",
+            f1(sm_r),
+            f1(big_r),
+            f1(grow(sm_r, big_r)),
+        );
+        js["memory"] = json!({
+            "small_bytes": sizes.small, "bulk_bytes": sizes.bulk,
+            "send_mib": {"small": sm_s, "bulk": big_s},
+            "recv_mib": {"small": sm_r, "bulk": big_r},
+        });
+        let worst = big_s.max(big_r);
+        targets4.push(target(
+            &format!("peak RSS ≤ 64 MiB per side ({})", size_label(sizes.bulk)),
+            worst,
+            64.0,
+            false,
+            format!("send {big_s:.1} MiB, receive {big_r:.1} MiB"),
+        ));
+        let g_worst = grow(sm_s, big_s).abs().max(grow(sm_r, big_r).abs());
+        targets4.push(target(
+            &format!(
+                "peak RSS within 10 % ({} vs {})",
+                size_label(sizes.small),
+                size_label(sizes.bulk)
+            ),
+            g_worst,
+            10.0,
+            false,
+            format!(
+                "send {:+.1} %, receive {:+.1} %",
+                grow(sm_s, big_s),
+                grow(sm_r, big_r)
+            ),
+        ));
+    }
+}
+
+fn report_wan(cases: &[WanCase], report: &mut String, targets: &mut Vec<Target>, js: &mut Value) {
+    let link = WAN_RATE as f64 / 8.0 / MB;
+    let _ = writeln!(
+        report,
+        "\n2. Emulated WAN: {} Mbit/s, {} ms RTT, MTU 1500, drop-tail queue of one BDP (impairment relay)\n\
+         \x20  {:<6} {:>11} {:>8} {:>11} {:>10} {:>13} {:>10} {:>14}\n\
+         \x20  {:<6} {:>11} {:>8} {:>11} {:>10} {:>13} {:>10} {:>14}",
+        WAN_RATE / 1_000_000,
+        WAN_RTT.as_millis(),
+        "loss",
+        "gshare",
+        "of link",
+        "libnice",
+        "gshare ÷",
+        "Mathis bound",
+        "gshare ÷",
+        "sizes",
+        "",
+        "MB/s",
+        "",
+        "MB/s",
+        "libnice",
+        "MB/s (mss)",
+        "Mathis",
+        "gshare/libnice",
+    );
+    let mut rows = Vec::new();
+    for c in cases {
+        let gr = c.gshare.rate();
+        let nr = c.nice.rate();
+        let m = c.mathis_gshare.map(|b| b / MB);
+        let _ = writeln!(
+            report,
+            "   {:<6} {:>10}{} {:>7.1}% {:>10}{} {:>9}× {:>13} {:>9}  {:>14}",
+            format!("{:.1} %", c.loss * 100.0),
+            f2(gr),
+            if c.gshare.partial { "*" } else { " " },
+            gr / link * 100.0,
+            f2(nr),
+            if c.nice.partial { "*" } else { " " },
+            f2(gr / nr),
+            m.map_or("–".into(), |m| format!("{} ({})", f2(m), c.mss_gshare)),
+            m.map_or("–".into(), |m| format!("{}×", f2(gr / m))),
+            format!(
+                "{}/{}",
+                size_label(c.gshare.file_bytes),
+                size_label(c.nice.file_bytes)
+            ),
+        );
+        let lg = c.gshare.relay.map(|s| s.a_to_b.lost).unwrap_or(0);
+        rows.push(json!({
+            "loss": c.loss, "rtt_ms": WAN_RTT.as_millis() as u64, "rate_bps": WAN_RATE,
+            "gshare": c.gshare.json(), "libnice": c.nice.json(),
+            "gshare_mb_per_s": gr, "libnice_mb_per_s": nr, "gshare_of_link": gr / link,
+            "mss_gshare": c.mss_gshare, "mss_libnice": c.mss_nice,
+            "mathis_gshare_mb_per_s": m, "mathis_libnice_mb_per_s": c.mathis_nice.map(|b| b / MB),
+            "gshare_packets_lost": lg,
+        }));
+        let pct = format!("{:.1} %", c.loss * 100.0);
+        if c.loss == 0.0 {
+            targets.push(target(
+                "WAN 0 % loss: gshare ≥ 80 % of link capacity",
+                gr / link * 100.0,
+                80.0,
+                true,
+                format!("{:.1} % ({gr:.2} of {link:.2} MB/s)", gr / link * 100.0),
+            ));
+        } else {
+            if let Some(m) = m {
+                targets.push(target(
+                    &format!("WAN {pct} loss: gshare ≥ Mathis bound"),
+                    gr / m,
+                    1.0,
+                    true,
+                    format!("{:.2}× ({gr:.2} vs {m:.2} MB/s)", gr / m),
+                ));
+            }
+            targets.push(target(
+                &format!("WAN {pct} loss: gshare ≥ 3× libnice"),
+                gr / nr,
+                3.0,
+                true,
+                format!("{:.2}×", gr / nr),
+            ));
+        }
+    }
+    let _ = writeln!(
+        report,
+        "   (* = cut at the time budget, rate from progress reports; MSS from the largest datagram relayed;\n\
+         \x20   link capacity {link:.1} MB/s of IP payload incl. 28-byte IP/UDP headers)"
+    );
+    js["wan"] = Value::Array(rows);
+}

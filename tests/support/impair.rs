@@ -1,0 +1,598 @@
+//! An impairment relay for two UDP peers on loopback: one-way delay, random
+//! loss, reordering and a bandwidth cap (token bucket + drop-tail queue) per
+//! direction, all decided by a seeded generator, so benchmarks and tests can
+//! put a wide-area link between two real processes.
+//!
+//! Wiring (with gshare's hidden `--advertise IP:PORT`, or by rewriting the
+//! candidates handed to a libnice peer): the relay owns two UDP ports, PA and
+//! PB, on 127.0.0.1. Peer A announces PA, peer B announces PB. A packet that
+//! arrives at PB comes from A (A sends to B's announced address): the relay
+//! learns A's real address from it and forwards it to B's real address *from
+//! PA*, so B sees it come from A's announced address; the other direction is
+//! the mirror image. Until both real addresses are known, packets are dropped
+//! (counted as `unrouted`).
+//!
+//! Per packet, in order: MTU check (a datagram that would not fit the
+//! emulated link is dropped, as a router would), random loss (like netem, at
+//! enqueue), the bottleneck (a GCRA token bucket of `rate` with `burst` bytes
+//! of depth feeding a FIFO of at most `queue` bytes; a packet that finds the
+//! queue full is dropped), serialization at `rate`, the one-way `delay`, and
+//! with probability `reorder` an extra `reorder_delay` so that later packets
+//! overtake it. The link rate is charged for IP+UDP headers (28 bytes).
+//!
+//! MSS clamping: gshare peers agree on segments as large as their local route
+//! allows (64 KiB on loopback). A relay on loopback would otherwise carry
+//! 64 KiB datagrams no wide-area path carries, so — like a router clamping
+//! the TCP MSS — the relay lowers the "largest datagram" field of gshare's
+//! private PseudoTCP CONNECT option to `clamp_datagram` (1400, what gshare
+//! picks itself on a 1500-byte-MTU route).
+//!
+//! Timing: a dedicated thread sleeps in `ppoll` until the next packet is due
+//! (microsecond timers, no runtime), so delays are exact to a few tens of µs.
+#![allow(dead_code)]
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// IPv4 + UDP header bytes charged per datagram on the emulated link.
+pub const IP_UDP_OVERHEAD: usize = 28;
+
+/// Impairments of one direction of the link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkDirection {
+    /// One-way propagation delay.
+    pub delay: Duration,
+    /// Probability that a packet is lost (0..=1).
+    pub loss: f64,
+    /// Probability that a packet is held back by `reorder_delay`.
+    pub reorder: f64,
+    /// Extra delay of a reordered packet.
+    pub reorder_delay: Duration,
+    /// Bottleneck rate in bits per second (IP bytes); `None`: unlimited.
+    pub rate_bps: Option<u64>,
+    /// Token bucket depth in bytes (what may leave back to back at once).
+    pub burst: usize,
+    /// Most bytes waiting for the bottleneck; a packet that does not fit is
+    /// dropped (drop-tail).
+    pub queue: usize,
+}
+
+impl Default for LinkDirection {
+    fn default() -> Self {
+        LinkDirection {
+            delay: Duration::ZERO,
+            loss: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(2),
+            rate_bps: None,
+            burst: 3000,
+            queue: usize::MAX,
+        }
+    }
+}
+
+/// The whole relay's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImpairConfig {
+    /// Packets from A to B (arriving at PB).
+    pub a_to_b: LinkDirection,
+    /// Packets from B to A (arriving at PA).
+    pub b_to_a: LinkDirection,
+    /// Seed of the loss and reordering decisions.
+    pub seed: u64,
+    /// Link MTU (IP bytes); a bigger datagram is dropped. `None`: no limit.
+    pub mtu: Option<usize>,
+    /// Lower gshare's PseudoTCP "largest datagram" CONNECT field to this.
+    pub clamp_datagram: Option<u16>,
+}
+
+impl ImpairConfig {
+    /// No impairment at all (a plain forwarder).
+    pub fn transparent(seed: u64) -> Self {
+        ImpairConfig {
+            a_to_b: LinkDirection::default(),
+            b_to_a: LinkDirection::default(),
+            seed,
+            mtu: None,
+            clamp_datagram: None,
+        }
+    }
+
+    /// A symmetric wide-area link: `rate_bps` each way, round-trip time
+    /// `rtt` (half each way), random `loss` each way, MTU 1500 with gshare's
+    /// segments clamped to 1400-byte datagrams, and a drop-tail queue of one
+    /// bandwidth-delay product.
+    pub fn wan(rate_bps: u64, rtt: Duration, loss: f64, seed: u64) -> Self {
+        let bdp = (rate_bps as f64 / 8.0 * rtt.as_secs_f64()) as usize;
+        let dir = LinkDirection {
+            delay: rtt / 2,
+            loss,
+            rate_bps: Some(rate_bps),
+            burst: 3000,
+            queue: bdp.max(64 * 1024),
+            ..LinkDirection::default()
+        };
+        ImpairConfig {
+            a_to_b: dir.clone(),
+            b_to_a: dir,
+            seed,
+            mtu: Some(1500),
+            clamp_datagram: Some(1400),
+        }
+    }
+}
+
+/// Counters of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionStats {
+    /// Datagrams that arrived (before any decision).
+    pub received: u64,
+    /// Datagrams sent on to the other peer.
+    pub delivered: u64,
+    /// Payload bytes sent on.
+    pub delivered_bytes: u64,
+    /// Dropped before both real addresses were known.
+    pub unrouted: u64,
+    /// Dropped by the random loss.
+    pub lost: u64,
+    /// Dropped because the bottleneck queue was full.
+    pub queue_drops: u64,
+    /// Dropped for exceeding the MTU.
+    pub oversize: u64,
+    /// Held back to be overtaken.
+    pub reordered: u64,
+    /// CONNECT segments whose gshare option was clamped.
+    pub clamped: u64,
+    /// Largest datagram delivered (UDP payload bytes).
+    pub max_datagram: usize,
+    /// Most bytes ever waiting in the bottleneck queue.
+    pub max_queue: usize,
+}
+
+/// Counters of both directions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    pub a_to_b: DirectionStats,
+    pub b_to_a: DirectionStats,
+}
+
+/// A running relay; stopped (thread joined) on drop.
+pub struct Relay {
+    /// The port peer A announces (packets for A arrive here from B).
+    pub port_a: u16,
+    /// The port peer B announces.
+    pub port_b: u16,
+    stats: Arc<Mutex<RelayStats>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Binds PA and PB on 127.0.0.1 and starts forwarding on its own thread.
+    pub fn start(config: ImpairConfig) -> io::Result<Relay> {
+        let a = bind_loopback()?;
+        let b = bind_loopback()?;
+        let port_a = a.local_addr()?.port();
+        let port_b = b.local_addr()?.port();
+        let stats = Arc::new(Mutex::new(RelayStats::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut engine = Engine::new(config, a, b, stats.clone());
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("impair-relay".into())
+            .spawn(move || engine.run(&stop2))?;
+        Ok(Relay {
+            port_a,
+            port_b,
+            stats,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// `(PA, PB)`.
+    pub fn ports(&self) -> (u16, u16) {
+        (self.port_a, self.port_b)
+    }
+
+    /// `127.0.0.1:PA`, for peer A's `--advertise`.
+    pub fn addr_a(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port_a))
+    }
+
+    /// `127.0.0.1:PB`, for peer B's `--advertise`.
+    pub fn addr_b(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port_b))
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> RelayStats {
+        match self.stats.lock() {
+            Ok(s) => *s,
+            Err(p) => *p.into_inner(),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bind_loopback() -> io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    // Loopback senders burst far faster than the emulated link: the relay,
+    // not the kernel, must decide what is dropped.
+    let _ = s.set_recv_buffer_size(16 << 20);
+    let _ = s.set_send_buffer_size(16 << 20);
+    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// SplitMix64: tiny, seedable, good enough for loss decisions.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What happens to one arriving packet in one direction (pure, for tests).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    Oversize,
+    Lost,
+    QueueFull,
+    /// Deliver at this time; `true` if it was picked for reordering.
+    Deliver(Instant, bool),
+}
+
+/// The per-direction model: decisions and bottleneck state, no sockets.
+#[derive(Debug)]
+pub struct Shaper {
+    cfg: LinkDirection,
+    mtu: Option<usize>,
+    rng: SplitMix,
+    /// GCRA theoretical arrival time.
+    tat: Option<Instant>,
+    /// (departure, bytes) of packets still waiting for the bottleneck.
+    waiting: VecDeque<(Instant, usize)>,
+    waiting_bytes: usize,
+}
+
+impl Shaper {
+    pub fn new(cfg: LinkDirection, mtu: Option<usize>, seed: u64) -> Self {
+        Shaper {
+            cfg,
+            mtu,
+            rng: SplitMix::new(seed),
+            tat: None,
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
+        }
+    }
+
+    /// Bytes waiting for the bottleneck at `now`.
+    pub fn backlog(&mut self, now: Instant) -> usize {
+        while let Some(&(t, n)) = self.waiting.front() {
+            if t > now {
+                break;
+            }
+            self.waiting.pop_front();
+            self.waiting_bytes -= n;
+        }
+        self.waiting_bytes
+    }
+
+    /// Decides the fate of a `len`-byte datagram arriving at `now`.
+    pub fn admit(&mut self, now: Instant, len: usize) -> Verdict {
+        let wire = len + IP_UDP_OVERHEAD;
+        if self.mtu.is_some_and(|m| wire > m) {
+            return Verdict::Oversize;
+        }
+        // Both draws are made for every packet, so one decision does not
+        // shift the random sequence of the others.
+        let lose = self.rng.unit() < self.cfg.loss;
+        let reorder = self.rng.unit() < self.cfg.reorder;
+        if lose {
+            return Verdict::Lost;
+        }
+        let mut at = now;
+        if let Some(bps) = self.cfg.rate_bps.filter(|&r| r > 0) {
+            let per_byte = 8.0 / bps as f64;
+            let service = Duration::from_secs_f64(wire as f64 * per_byte);
+            let tau = Duration::from_secs_f64(self.cfg.burst as f64 * per_byte);
+            if self.backlog(now) + wire > self.cfg.queue {
+                return Verdict::QueueFull;
+            }
+            let tat = self.tat.unwrap_or(now).max(now);
+            // Leaves when the bucket holds enough tokens.
+            let depart = now.max(tat.checked_sub(tau).unwrap_or(now));
+            self.tat = Some(tat + service);
+            if depart > now {
+                self.waiting.push_back((depart, wire));
+                self.waiting_bytes += wire;
+            }
+            at = depart + service;
+        }
+        at += self.cfg.delay;
+        if reorder {
+            at += self.cfg.reorder_delay;
+        }
+        Verdict::Deliver(at, reorder)
+    }
+}
+
+/// A packet waiting for its delivery time (min-heap by time, then order).
+struct Pending {
+    at: Instant,
+    seq: u64,
+    to_b: bool,
+    data: Vec<u8>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Engine {
+    sock_a: UdpSocket,
+    sock_b: UdpSocket,
+    /// Real address of A (learned at PB) and of B (learned at PA).
+    real_a: Option<SocketAddr>,
+    real_b: Option<SocketAddr>,
+    to_b: Shaper,
+    to_a: Shaper,
+    clamp: Option<u16>,
+    heap: BinaryHeap<Pending>,
+    seq: u64,
+    local: RelayStats,
+    shared: Arc<Mutex<RelayStats>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Engine {
+    fn new(cfg: ImpairConfig, a: UdpSocket, b: UdpSocket, shared: Arc<Mutex<RelayStats>>) -> Self {
+        let seed = cfg.seed;
+        Engine {
+            sock_a: a,
+            sock_b: b,
+            real_a: None,
+            real_b: None,
+            to_b: Shaper::new(cfg.a_to_b, cfg.mtu, seed ^ 0xA2B),
+            to_a: Shaper::new(cfg.b_to_a, cfg.mtu, seed ^ 0xB2A),
+            clamp: cfg.clamp_datagram,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            local: RelayStats::default(),
+            shared,
+            spare: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let wait = self
+                .heap
+                .peek()
+                .map(|p| p.at.saturating_duration_since(now))
+                .unwrap_or(Duration::from_millis(50))
+                .min(Duration::from_millis(50));
+            if !wait.is_zero() {
+                poll_two(&self.sock_a, &self.sock_b, wait);
+            }
+            let mut changed = false;
+            for at_b in [true, false] {
+                loop {
+                    let sock = if at_b { &self.sock_b } else { &self.sock_a };
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            self.arrive(at_b, from, &mut buf[..n]);
+                            changed = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP port unreachable from an earlier send, etc.
+                        Err(_) => break,
+                    }
+                }
+            }
+            changed |= self.deliver_due();
+            if changed {
+                self.publish();
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        match self.shared.lock() {
+            Ok(mut s) => *s = self.local,
+            Err(p) => *p.into_inner() = self.local,
+        }
+    }
+
+    /// A packet arrived at PB (`at_b`: from A, for B) or at PA (from B).
+    fn arrive(&mut self, at_b: bool, from: SocketAddr, data: &mut [u8]) {
+        let now = Instant::now();
+        if at_b {
+            self.real_a = Some(from);
+        } else {
+            self.real_b = Some(from);
+        }
+        let (shaper, stats) = if at_b {
+            (&mut self.to_b, &mut self.local.a_to_b)
+        } else {
+            (&mut self.to_a, &mut self.local.b_to_a)
+        };
+        stats.received += 1;
+        if self.real_a.is_none() || self.real_b.is_none() {
+            stats.unrouted += 1;
+            return;
+        }
+        if let Some(limit) = self.clamp
+            && clamp_gshare_connect(data, limit)
+        {
+            stats.clamped += 1;
+        }
+        match shaper.admit(now, data.len()) {
+            Verdict::Oversize => stats.oversize += 1,
+            Verdict::Lost => stats.lost += 1,
+            Verdict::QueueFull => stats.queue_drops += 1,
+            Verdict::Deliver(at, reordered) => {
+                if reordered {
+                    stats.reordered += 1;
+                }
+                stats.max_queue = stats.max_queue.max(shaper.waiting_bytes);
+                let mut v = self.spare.pop().unwrap_or_default();
+                v.clear();
+                v.extend_from_slice(data);
+                self.seq += 1;
+                self.heap.push(Pending {
+                    at,
+                    seq: self.seq,
+                    to_b: at_b,
+                    data: v,
+                });
+            }
+        }
+    }
+
+    /// Sends every packet that is due; whether there was one.
+    fn deliver_due(&mut self) -> bool {
+        let now = Instant::now();
+        let mut any = false;
+        while self.heap.peek().is_some_and(|p| p.at <= now) {
+            let Some(p) = self.heap.pop() else { break };
+            // To B: from PA to B's real address; to A: from PB to A's.
+            let (sock, dest, stats) = if p.to_b {
+                (&self.sock_a, self.real_b, &mut self.local.a_to_b)
+            } else {
+                (&self.sock_b, self.real_a, &mut self.local.b_to_a)
+            };
+            if let Some(dest) = dest
+                && sock.send_to(&p.data, dest).is_ok()
+            {
+                stats.delivered += 1;
+                stats.delivered_bytes += p.data.len() as u64;
+                stats.max_datagram = stats.max_datagram.max(p.data.len());
+            }
+            if self.spare.len() < 4096 {
+                self.spare.push(p.data);
+            }
+            any = true;
+        }
+        any
+    }
+}
+
+/// Waits until either socket is readable or `wait` passes (µs precision).
+fn poll_two(a: &UdpSocket, b: &UdpSocket, wait: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: a.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: two valid pollfds, a valid timespec, no signal mask change.
+    unsafe {
+        libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null());
+    }
+}
+
+/// If `datagram` is a PseudoTCP CONNECT (conversation 0, control flag,
+/// control code 0) carrying gshare's private option (kind 0x67, length 4:
+/// version, features, max datagram u16 BE), lowers its max datagram to
+/// `limit`. Returns whether it changed the packet.
+pub fn clamp_gshare_connect(datagram: &mut [u8], limit: u16) -> bool {
+    const HEADER: usize = 24;
+    const FLAG_CTL: u8 = 0x02;
+    const OPT_GSHARE: u8 = 0x67;
+    if datagram.len() <= HEADER || datagram[..4] != [0, 0, 0, 0] {
+        return false;
+    }
+    if datagram[13] & FLAG_CTL == 0 || datagram[HEADER] != 0 {
+        return false;
+    }
+    let mut i = HEADER + 1;
+    while i < datagram.len() {
+        let kind = datagram[i];
+        match kind {
+            0 => return false,
+            1 => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = datagram.get(i + 1) else {
+            return false;
+        };
+        let body = i + 2;
+        let end = body + usize::from(len);
+        if end > datagram.len() {
+            return false;
+        }
+        if kind == OPT_GSHARE && len >= 4 {
+            let v = u16::from_be_bytes([datagram[body + 2], datagram[body + 3]]);
+            if v > limit {
+                datagram[body + 2..body + 4].copy_from_slice(&limit.to_be_bytes());
+                return true;
+            }
+            return false;
+        }
+        i = end;
+    }
+    false
+}
