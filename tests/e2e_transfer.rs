@@ -461,3 +461,72 @@ fn unwritable_output_is_a_clear_error_and_the_sender_is_told() {
         String::from_utf8_lossy(&sent.stderr)
     );
 }
+
+/// A recipient that is online with the share caps but never answers the
+/// offer (its IQs are swallowed, or acknowledged and never accepted).
+async fn silent_juliet(p: &Prosody, ack: bool) -> tokio::task::JoinHandle<()> {
+    use gshare::xmpp::{Account, ConnectOptions, Incoming, Xmpp};
+    let account = Account {
+        jid: Prosody::jid(JULIET.0).parse().unwrap(),
+        password: JULIET.1.into(),
+        resource: Some("silent".into()),
+        server: Some(p.server()),
+        ca_file: Some(p.cert()),
+    };
+    let options = ConnectOptions {
+        forward_namespaces: vec!["http://www.google.com/session"],
+        ..ConnectOptions::default()
+    };
+    let (xmpp, mut incoming) = Xmpp::connect(&account, options).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(item) = incoming.recv().await {
+            if let Incoming::Iq(iq) = item
+                && ack
+                && let tokio_xmpp::parsers::iq::Iq::Set {
+                    from: Some(from),
+                    id,
+                    ..
+                } = *iq
+            {
+                let _ = xmpp
+                    .send(tokio_xmpp::parsers::iq::Iq::empty_result(from, id))
+                    .await;
+            }
+        }
+    })
+}
+
+async fn send_to_silent_peer(ack: bool) {
+    let p = server();
+    let _juliet = silent_juliet(&p, ack).await;
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("x.bin");
+    write_random(&f, 100, 1);
+    let started = Instant::now();
+    let out = tokio::process::Command::from(p.gshare(ROMEO.0, ROMEO.1))
+        .args(["send", "--wait", "2", "--timeout", "3"])
+        .arg(&f)
+        .arg("juliet@localhost")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("juliet@localhost/silent"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_never_acknowledges_the_offer_exits_4() {
+    send_to_silent_peer(false).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_accepts_the_offer_exits_4() {
+    send_to_silent_peer(true).await;
+}

@@ -138,6 +138,7 @@ pub async fn run(
     let spec = ChannelSpec::new(settings, global, &xmpp).await?;
     let config = session::Config {
         session_timeout: std::time::Duration::from_secs(global.timeout),
+        iq_timeout: std::time::Duration::from_secs(global.timeout),
         // An offer waits for the person at the prompt; keep it a while.
         accept_timeout: std::time::Duration::from_secs(global.timeout.max(300)),
         ..session::Config::default()

@@ -129,6 +129,7 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
     let total = manifest.total_size();
     let config = session::Config {
         session_timeout: Duration::from_secs(global.timeout),
+        iq_timeout: Duration::from_secs(global.timeout),
         // A person may be answering a prompt: at least the session timeout.
         accept_timeout: Duration::from_secs(global.timeout.max(wait.as_secs())),
         ..session::Config::default()
