@@ -7,7 +7,8 @@
 //! Run through `scripts/bench` (installs OpenSSH, builds in release):
 //!   scripts/bench            full run (≈5 min): 1 GiB loopback, WAN links, TTFB, memory
 //!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
-//! or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
+//! (`cargo test --all-targets` runs this binary without `--bench`; it then
+//! only prints how to run it) or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
 //!   [--only loopback,wan,ttfb,memory] [--json PATH] [--dir DIR]`.
 //!
 //! What is measured:
@@ -1155,6 +1156,13 @@ fn main() {
             eprintln!("{e:#}");
             std::process::exit(1);
         }
+        return;
+    }
+    // `cargo test --all-targets` runs bench binaries without `--bench`:
+    // this one starts servers and moves gigabytes, so it only runs when
+    // asked for (scripts/bench, cargo bench).
+    if !args.iter().any(|a| a == "--bench") {
+        println!("e2e benchmark: run scripts/bench [--smoke] (or cargo bench --bench e2e)");
         return;
     }
     match run() {
