@@ -46,8 +46,11 @@ impl SshSetup {
             );
         }
         std::fs::create_dir_all(dir)?;
-        // sshd refuses to start without its privilege-separation directory.
-        std::fs::create_dir_all("/run/sshd").context("create /run/sshd")?;
+        // sshd run by root refuses to start without its privilege-separation
+        // directory (the package makes it only at boot).
+        if !Path::new("/run/sshd").exists() {
+            let _ = std::fs::create_dir_all("/run/sshd");
+        }
         for key in ["host_key", "client_key"] {
             let _ = std::fs::remove_file(dir.join(key));
             run(Command::new("ssh-keygen")
@@ -57,7 +60,7 @@ impl SshSetup {
         std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))?;
         let port = free_port()?;
         let d = dir.display();
-        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let user = user_name();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
@@ -96,7 +99,7 @@ impl SshSetup {
     /// `scp` of `src` to `dest` on this server, with the client's defaults
     /// (cipher, SFTP protocol) except host-key checking.
     pub fn scp_command(&self, src: &Path, dest: &Path) -> Command {
-        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let user = user_name();
         let mut cmd = Command::new("scp");
         cmd.args(["-q", "-P", &self.port.to_string(), "-i"])
             .arg(self.dir.join("client_key"))
@@ -123,6 +126,18 @@ impl SshSetup {
         p.signal(libc::SIGTERM);
         p.wait(Duration::from_secs(5))
     }
+}
+
+/// The user we run as (sshd logs in as that user).
+fn user_name() -> String {
+    Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "root".into())
 }
 
 pub fn which(bin: &str) -> Option<PathBuf> {
