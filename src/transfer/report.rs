@@ -76,6 +76,7 @@ impl Reporter {
     /// Starts the bars for a transfer of `total` bytes (terminal only).
     pub fn start(&mut self, total: u64) {
         self.started = Instant::now();
+        self.last_progress = None;
         if self.quiet || !std::io::stderr().is_terminal() {
             return;
         }
