@@ -7,11 +7,16 @@
 //!    loopback as the ceiling; MB/s and ratio.
 //! 2. The same engine through a simulated 100 Mbit/s link with 50 ms RTT at
 //!    0 % and 1 % loss (virtual time), with the Mathis bound for the latter.
-//! 3. A slot for libnice ↔ libnice, filled in by the ICE helper's peer.
+//! 3. libnice ↔ libnice PseudoTCP (two reliable Google-mode agents, the
+//!    reference implementation) over loopback in the same run, and the ratio.
+//!    The emulated-link comparison with libnice is `scripts/bench`'s job.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/nice.rs"]
+mod nice;
 
 use gshare::pseudotcp::sim::{LinkConfig, Sim, TransferSpec, transfer};
 use gshare::pseudotcp::{Config, PseudoTcpStream};
@@ -198,15 +203,15 @@ fn main() {
         "  PseudoTCP / kernel TCP               : {:9.2}",
         ptcp / ktcp
     );
+    let nice_total = if smoke { 4 << 20 } else { 256 << 20 };
+    let nice_mbps = median((0..runs).map(|_| libnice_loopback(nice_total)).collect());
     println!(
-        "  libnice <-> libnice PseudoTCP        :    (slot: measured by the ICE helper's libnice peer;"
+        "  libnice <-> libnice PseudoTCP        : {nice_mbps:9.1} MB/s ({} MiB)",
+        nice_total >> 20
     );
     println!(
-        "                                          PROTOCOL.md F.1 reports a median of 247 MB/s)"
-    );
-    println!(
-        "  gshare / libnice (247 MB/s, F.1)     : {:9.1}x",
-        ptcp / 247.0
+        "  gshare / libnice                     : {:9.1}x",
+        ptcp / nice_mbps
     );
     println!();
     let rate = 12_500_000u64; // 100 Mbit/s
@@ -240,7 +245,17 @@ fn main() {
         100.0 * mbps / mathis,
         lossy_total >> 20
     );
-    println!(
-        "  libnice <-> libnice (F.1 lab)        : 1.13 MB/s at 0 %, 0.19 MB/s at 1 % (slot for the ICE helper's measurement)"
-    );
+    println!("  (libnice through the same emulated links: scripts/bench)");
+}
+
+/// libnice ↔ libnice reliable transfer of `total` bytes on loopback, MB/s
+/// as the receiving peer timed it.
+fn libnice_loopback(total: u64) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (sent, received) = rt.block_on(nice::libnice_pair_transfer(total, 7));
+    assert_eq!(sent.sha256, received.sha256, "libnice pair corrupted data");
+    received.bytes as f64 / received.seconds.max(1e-9) / MB
 }
