@@ -364,8 +364,15 @@ fn no_final_file(dir: &Path, name: &str) {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
-#[test]
-fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
+/// A 1 GiB transfer that is flowing (the receiver reported progress):
+/// (server, source dir, output dir, receiver, sender).
+fn big_transfer_under_way() -> (
+    Prosody,
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Receiver,
+    Child,
+) {
     let p = server();
     let src = tempfile::tempdir().unwrap();
     let f = src.path().join("huge.bin");
@@ -382,6 +389,12 @@ fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
         .spawn()
         .unwrap();
     recv.wait_for("\"progress\"", Duration::from_secs(60));
+    (p, src, out, recv, sender)
+}
+
+#[test]
+fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
+    let (_p, _src, out, recv, sender) = big_transfer_under_way();
     interrupt(&recv.child);
     let (code, _, _) = recv.finish(Duration::from_secs(30));
     assert_eq!(code, 6);
@@ -397,22 +410,7 @@ fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
 
 #[test]
 fn sender_cancels_mid_transfer_receiver_exits_7_and_nothing_is_kept() {
-    let p = server();
-    let src = tempfile::tempdir().unwrap();
-    let f = src.path().join("huge.bin");
-    sparse(&f, 1 << 30);
-    let out = tempfile::tempdir().unwrap();
-    let mut recv = Receiver::start(&p, out.path(), &["--auto-accept"]);
-    let sender = p
-        .gshare(ROMEO.0, ROMEO.1)
-        .args(["send", "--bind", "127.0.0.1"])
-        .arg(&f)
-        .arg("juliet@localhost")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    recv.wait_for("\"progress\"", Duration::from_secs(60));
+    let (_p, _src, out, recv, sender) = big_transfer_under_way();
     interrupt(&sender);
     let s = sender.wait_with_output().unwrap();
     assert_eq!(

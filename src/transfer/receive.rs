@@ -172,11 +172,7 @@ pub async fn run(
                     let _ = sig.machine.terminate(Instant::now(), handle);
                     a.failure = Some(format!("{} went offline", a.peer));
                     let result = conclude(&a, TerminateReason::LocalTerminate);
-                    report.finish();
-                    if let Err(f) = &result {
-                        report.warn(&f.message);
-                        report.event("failed", json!({"from": a.peer.to_string(), "reason": f.message, "exit": f.exit as u8}));
-                    }
+                    report_end(&mut report, &a, &result);
                     if args.once {
                         break result.map(|_| ());
                     }
@@ -236,20 +232,7 @@ pub async fn run(
                         let Some(a) = active.take_if(|a| a.handle == handle) else { continue };
                         if let Some(ch) = &a.channel { ch.abort(); }
                         let result = conclude(&a, reason);
-                        report.finish();
-                        match &result {
-                            Ok(bytes) => {
-                                report.say(format!("Received {} from {} in {:.1}s, {}",
-                                    describe_offer(&a.manifest), a.peer,
-                                    report.elapsed().as_secs_f64(), human_rate(*bytes, report.elapsed())));
-                                report.event("done", json!({"from": a.peer.to_string(), "bytes": bytes,
-                                    "seconds": report.elapsed().as_secs_f64()}));
-                            }
-                            Err(f) => {
-                                report.warn(&f.message);
-                                report.event("failed", json!({"from": a.peer.to_string(), "reason": f.message, "exit": f.exit as u8}));
-                            }
-                        }
+                        report_end(&mut report, &a, &result);
                         if args.once {
                             break result.map(|_| ());
                         }
@@ -364,6 +347,34 @@ pub async fn run(
     match (outcome, last_error) {
         (Ok(()), Some(f)) if !args.once => Err(f),
         (o, _) => o,
+    }
+}
+
+/// Tells the user how a received session ended.
+fn report_end(report: &mut Reporter, a: &Active, result: &Result<u64, Failure>) {
+    report.finish();
+    match result {
+        Ok(bytes) => {
+            report.say(format!(
+                "Received {} from {} in {:.1}s, {}",
+                describe_offer(&a.manifest),
+                a.peer,
+                report.elapsed().as_secs_f64(),
+                human_rate(*bytes, report.elapsed())
+            ));
+            report.event(
+                "done",
+                json!({"from": a.peer.to_string(), "bytes": bytes,
+                       "seconds": report.elapsed().as_secs_f64()}),
+            );
+        }
+        Err(f) => {
+            report.warn(&f.message);
+            report.event(
+                "failed",
+                json!({"from": a.peer.to_string(), "reason": f.message, "exit": f.exit as u8}),
+            );
+        }
     }
 }
 
