@@ -30,6 +30,8 @@
 //! Files live on tmpfs (/dev/shm) unless `--dir` says otherwise, so the
 //! figures are the network stack's, not the disk's.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/support/impair.rs"]
 mod impair;
 #[path = "support/proc.rs"]

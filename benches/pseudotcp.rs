@@ -11,6 +11,8 @@
 //!    reference implementation) over loopback in the same run, and the ratio.
 //!    The emulated-link comparison with libnice is `scripts/bench`'s job.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

@@ -19,6 +19,8 @@
 //!
 //! Prosody and libnice are required: without them the tests fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/files.rs"]
 mod files;
 #[path = "support/prosody.rs"]

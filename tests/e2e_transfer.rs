@@ -2,6 +2,8 @@
 //! Google ICE, PseudoTCP, HTTP) with real processes, real sockets and real
 //! files. SHA-256 compared on both sides.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/files.rs"]
 mod files;
 #[path = "support/prosody.rs"]

@@ -2,6 +2,8 @@
 //! killed mid-transfer, Prosody restarted mid-transfer, a full disk; and
 //! what users must never see (passwords in logs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/files.rs"]
 mod files;
 #[path = "support/prosody.rs"]

@@ -2,6 +2,8 @@
 //! `tokio::io::duplex` connection, and the receiver's `TarUnpacker`; the tree that comes out
 //! must equal the one that went in.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;

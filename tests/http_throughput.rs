@@ -3,6 +3,8 @@
 //! arrived intact, never a speed. Size: `GSHARE_HTTP_BENCH_MIB` (default 64); run with
 //! `--release -- --nocapture` and `GSHARE_HTTP_BENCH_MIB=1024` for the 1 GiB figure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;

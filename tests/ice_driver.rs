@@ -1,6 +1,8 @@
 //! The tokio driver on real loopback sockets: two gshare channels connect
 //! and move datagrams both ways.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 

@@ -4,6 +4,8 @@
 //! on loopback, and move datagrams both ways. Both orders of candidate
 //! delivery, libnice controlling and not.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};

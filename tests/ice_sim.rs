@@ -1,6 +1,8 @@
 //! The Google-dialect ICE agent on virtual time: two agents connected
 //! through a simulated network with latency, loss, a NAT and dying paths.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

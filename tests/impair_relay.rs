@@ -3,6 +3,8 @@
 //! reordering, MTU) in virtual time, its MSS clamping on real gshare CONNECT
 //! segments, and its forwarding rules over real loopback sockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/impair.rs"]
 mod impair;
 

@@ -3,6 +3,8 @@
 //! intact, both for gshare's large loopback segments and for 1400-byte
 //! segments on an emulated 1500-byte-MTU path.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/files.rs"]
 mod files;
 #[path = "support/impair.rs"]

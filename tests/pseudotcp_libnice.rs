@@ -16,6 +16,8 @@
 //!
 //! Throughput is printed (MB/s each way; the libnice side's CPU seconds too).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -3,6 +3,8 @@
 //! readers; a dying path; every way of opening; libjingle- and
 //! libnice-flavoured peers; and a property test over random schedules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use gshare::pseudotcp::sim::{LinkConfig, Sim, TransferError, TransferSpec, transfer};

@@ -2,6 +2,8 @@
 //! checked by SHA-256, simultaneous open with data both ways, hyper running
 //! over the stream, and errors surfacing as `io::Error`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! Byte-exact exchanges with hand-crafted libjingle 0.4 and libnice segments
 //! (PROTOCOL.md §C): what gshare answers, and how it reads the peer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use gshare::pseudotcp::segment::{FLAG_CTL, FLAG_FIN, FLAG_RST, Header};

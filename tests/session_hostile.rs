@@ -4,6 +4,8 @@
 //! set with exactly one result or error carrying its id, and an error reply
 //! must change nothing (no event, same session snapshot).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod session_support;
 
 use gshare::session::{

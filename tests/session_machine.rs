@@ -2,6 +2,8 @@
 //! (gabble vs LJ04), the state tables of §A.2, error replies of §A.10,
 //! timers and bounds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod session_support;
 
 use std::time::{Duration, Instant};

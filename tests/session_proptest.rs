@@ -8,6 +8,8 @@
 //! connected, accepted session has no session timer by design (a transfer
 //! may take hours); ending it is the transfer layer's job.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod session_support;
 
 use std::collections::HashSet;

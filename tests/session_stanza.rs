@@ -1,6 +1,8 @@
 //! The stanza model: parse real and odd-but-legal stanzas, refuse unsafe
 //! ones, write what LJ04 and gabble both accept (PROTOCOL.md §A, §B.1).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod session_support;
 
 use std::net::SocketAddr;

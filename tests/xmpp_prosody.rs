@@ -1,6 +1,8 @@
 //! The XMPP layer against a real Prosody: login, TLS trust, exit codes,
 //! presence with the share caps and resolving a bare JID.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/prosody.rs"]
 mod prosody;
 
