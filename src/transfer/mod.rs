@@ -12,6 +12,18 @@
 //! `channel.rs` runs one transport channel and tags what it reports with
 //! its session; `serve.rs` (sender) and `fetch.rs` (receiver) are the jobs
 //! on an open stream; `report.rs` is what users see.
+//!
+//! Where the private extension (`urn:gshare:secure:1`, docs/protocol.md §G)
+//! plugs in: the receiver reads the sender's offer in `Receiver::on_offer`
+//! (`SessionEvent::Offer`), answers in `Receiver::on_decision` (today
+//! `accept`, then `accept_with`), and hands what was agreed to
+//! `Channels::start` as a `channel::Negotiated`; the sender offers in `run`
+//! (`initiate`, then `initiate_with`), learns the answer in
+//! `Sender::on_session` (`SessionEvent::Accepted`) and starts the serve job
+//! with it on `ChannelRequested`. Both jobs receive it in `Link::negotiated`
+//! next to the stream, which they take as any `AsyncRead + AsyncWrite`: TLS
+//! wraps the stream there, before HTTP, and the fetch job checks digests and
+//! resumes there.
 
 mod channel;
 mod fetch;
