@@ -25,9 +25,8 @@ use tracing::{debug, trace, warn};
 use super::agent::{IceAgent, IceConfig, IceEvent, Received, Transmit};
 use super::candidate::{Candidate, CandidateType};
 
-/// Socket buffer size asked for: PseudoTCP bursts overflow the kernel's
-/// ≈208 KiB default and then stall on its 1 s minimum RTO (PROTOCOL.md §F.1).
-pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+pub use crate::net::SOCKET_BUFFER_BYTES;
+use crate::net::{raise_buffers, transient};
 
 /// Largest UDP payload over IPv4 (65535 − 20 − 8).
 const MAX_UDP_PAYLOAD: usize = 65507;
@@ -475,15 +474,6 @@ fn ice_failed() -> io::Error {
     )
 }
 
-fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::WouldBlock
-    )
-}
-
 /// A non-blocking UDP socket on `addr` (port 0: any; an IPv6 link-local
 /// address carries its interface as scope id), with large kernel buffers.
 fn open_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -496,7 +486,8 @@ fn open_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    set_buffers(&socket);
+    let (rcvbuf, sndbuf) = raise_buffers(&socket, SOCKET_BUFFER_BYTES);
+    trace!(?rcvbuf, ?sndbuf, "socket buffers");
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
@@ -522,44 +513,6 @@ fn bind_address(ip: IpAddr) -> io::Result<SocketAddr> {
 /// fe80::/10.
 fn is_link_local_v6(ip: &Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
-}
-
-/// Raises SO_RCVBUF/SO_SNDBUF; past `net.core.rmem_max` the FORCE variants
-/// work for root (CAP_NET_ADMIN). Failure only costs throughput.
-fn set_buffers(socket: &Socket) {
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let fd = socket.as_raw_fd();
-        let want = libc::c_int::try_from(SOCKET_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
-        for (got, opt) in [
-            (socket.recv_buffer_size(), libc::SO_RCVBUFFORCE),
-            (socket.send_buffer_size(), libc::SO_SNDBUFFORCE),
-        ] {
-            // Linux reports twice the value set.
-            if got.is_ok_and(|g| g >= SOCKET_BUFFER_BYTES) {
-                continue;
-            }
-            // SAFETY: fd is a valid socket owned by `socket`; the option
-            // value is a c_int whose size is passed.
-            let _ = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&want as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-        }
-    }
-    trace!(
-        rcvbuf = ?socket.recv_buffer_size().ok(),
-        sndbuf = ?socket.send_buffer_size().ok(),
-        "socket buffers"
-    );
 }
 
 /// Usable local addresses: up, not loopback, not IPv6 link-local; IPv4
