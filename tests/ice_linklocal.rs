@@ -243,6 +243,7 @@ fn ice_channels_connect_over_a_link_local_only_veth_pair() {
     let (link_tx, link_rx) = mpsc::channel::<()>();
     let (a_to_b, b_from_a) = mpsc::channel::<String>();
     let (b_to_a, a_from_b) = mpsc::channel::<String>();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
 
     // Host B: its namespace gets the veth end `gsb` from host A.
     let b = std::thread::spawn(move || {
@@ -264,7 +265,13 @@ fn ice_channels_connect_over_a_link_local_only_veth_pair() {
                 chan.send(&buf[..n]).await.unwrap();
             }
             // Keep answering checks until A has its echoes.
-            let _ = tokio::time::timeout(Duration::from_secs(2), chan.recv(&mut buf)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::select! {
+                    _ = &mut done_rx => {}
+                    _ = chan.recv(&mut buf) => panic!("nothing more was expected from A"),
+                }
+            })
+            .await;
             chan.selected().unwrap()
         })
     });
@@ -298,6 +305,7 @@ fn ice_channels_connect_over_a_link_local_only_veth_pair() {
                     .unwrap();
                 assert_eq!(&buf[..n], m);
             }
+            let _ = done_tx.send(());
             (local, remote)
         });
         (out, log.text())
