@@ -126,6 +126,46 @@ fn sans_io_agents_connect_over_link_local_addresses() {
     );
 }
 
+/// The case seen against gabble: our socket is bound to a routable IPv6
+/// address (no scope), the peer signals a link-local candidate; the kernel
+/// routes our check out of interface 4 and the answer comes back from
+/// `fe80::b%4`. With no scope known on our side, the address and port
+/// decide, and the pair becomes writable.
+#[test]
+fn link_local_candidate_paired_with_a_routable_socket_becomes_writable() {
+    let t0 = Instant::now();
+    let ours: SocketAddr = "[fd00::1]:4000".parse().unwrap();
+    let mut a = IceAgent::new(IceConfig::new("private-1", 3), t0);
+    let mut b = IceAgent::new(IceConfig::new("private-1", 4), t0);
+    let ca = a.make_local_candidate(ours, CandidateType::Local);
+    let cb = b.make_local_candidate(ll(0xb, 7), CandidateType::Local);
+    a.add_local_candidate(0, ca);
+    a.add_remote_candidate(t0, over_the_wire(&cb));
+    a.handle_timeout(t0);
+    let check = a.poll_transmit(t0).expect("a check");
+    assert_eq!(
+        check.destination,
+        "[fe80::b]:5011".parse::<SocketAddr>().unwrap()
+    );
+    // B answers (its agent learns nothing from it: we only need the bytes).
+    b.add_local_candidate(0, cb);
+    let ca = a.local_candidates().next().unwrap().clone();
+    b.add_remote_candidate(t0, over_the_wire(&ca));
+    assert_eq!(
+        b.handle_datagram(t0, 0, ours, &check.payload),
+        Received::Stun
+    );
+    let answer = b.poll_transmit(t0).expect("an answer");
+    assert_eq!(answer.destination, ours);
+    let from_if4 = ll(0xb, 4);
+    assert_eq!(
+        a.handle_datagram(t0, 0, from_if4, &answer.payload),
+        Received::Stun
+    );
+    assert!(a.is_writable(), "the answer from fe80::b%4 was discarded");
+    assert_eq!(a.pair_count(), 1);
+}
+
 fn from_addr_scope(a: SocketAddr) -> u32 {
     match a {
         SocketAddr::V6(v6) => v6.scope_id(),
