@@ -17,7 +17,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::process::Command;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use gshare::ice::{
@@ -173,7 +173,7 @@ fn from_addr_scope(a: SocketAddr) -> u32 {
     }
 }
 
-/// Log lines of the calling thread, for asserting on what the agent did.
+/// Log lines of `gshare::ice`, for asserting on what an agent did.
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<u8>>>);
 
@@ -188,19 +188,34 @@ impl std::io::Write for Log {
 }
 
 impl Log {
-    /// Captures `gshare::ice` at TRACE on this thread while the guard lives.
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let log = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("gshare::ice=trace"))
-            .with_writer(move || log.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// The process-wide capture (`gshare::ice` at TRACE, with thread
+    /// names), installed as the global subscriber on first use. Global, not
+    /// per thread: tracing caches per call site whether anyone listens, so a
+    /// thread-scoped subscriber misses events whose call sites another test
+    /// thread reached first.
+    fn global() -> &'static Log {
+        static LOG: OnceLock<Log> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = Log::default();
+            let writer = log.clone();
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("gshare::ice=trace"))
+                .with_writer(move || writer.clone())
+                .with_thread_names(true)
+                .with_ansi(false)
+                .init();
+            log
+        })
     }
 
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    /// The lines logged by the thread called `thread`.
+    fn of_thread(&self, thread: &str) -> String {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        let tag = format!(" {thread} ");
+        text.lines()
+            .filter(|l| l.contains(&tag))
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 }
 
@@ -230,6 +245,9 @@ fn enter_new_netns() {
     );
     ip("link set lo up");
 }
+
+/// Name of host A's thread, which tags its log lines.
+const HOST_A: &str = "linklocal-host-a";
 
 const A_IP: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xa);
 const B_IP: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xb);
@@ -279,6 +297,7 @@ async fn host(
 
 #[test]
 fn ice_channels_connect_over_a_link_local_only_veth_pair() {
+    let log = Log::global();
     let (tid_tx, tid_rx) = mpsc::channel::<libc::pid_t>();
     let (link_tx, link_rx) = mpsc::channel::<()>();
     let (a_to_b, b_from_a) = mpsc::channel::<String>();
@@ -317,39 +336,40 @@ fn ice_channels_connect_over_a_link_local_only_veth_pair() {
     });
 
     // Host A, on this test's own thread so a failure here is the test's.
-    let a = std::thread::spawn(move || {
-        enter_new_netns();
-        let tid_b = tid_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        ip(&format!(
-            "link add gsa type veth peer name gsb netns {tid_b}"
-        ));
-        ip("link set gsa up");
-        ip(&format!("-6 addr add {A_IP}/64 dev gsa nodad"));
-        // Nothing routable in this namespace: only ::1 and link-local.
-        let routable = gshare::ice::driver::interface_addresses().unwrap();
-        assert!(routable.is_empty(), "unexpected addresses {routable:?}");
-        link_tx.send(()).unwrap();
-        let log = Log::default();
-        let _guard = log.capture();
-        let out = runtime().block_on(async move {
-            let mut chan = host(A_IP, a_to_b, &a_from_b).await;
-            chan.connected(Duration::from_secs(10)).await.unwrap();
-            let (local, remote) = chan.selected().unwrap();
-            assert!(chan.max_datagram_size() <= 1400);
-            let mut buf = vec![0u8; 2048];
-            for m in [&b"\0\0hello"[..], &[7u8; 1200][..], &b"\0\0bye"[..]] {
-                chan.send(m).await.unwrap();
-                let n = tokio::time::timeout(Duration::from_secs(10), chan.recv(&mut buf))
-                    .await
-                    .expect("echo over the link-local pair")
-                    .unwrap();
-                assert_eq!(&buf[..n], m);
-            }
-            let _ = done_tx.send(());
-            (local, remote)
-        });
-        (out, log.text())
-    });
+    let a = std::thread::Builder::new()
+        .name(HOST_A.into())
+        .spawn(move || {
+            enter_new_netns();
+            let tid_b = tid_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            ip(&format!(
+                "link add gsa type veth peer name gsb netns {tid_b}"
+            ));
+            ip("link set gsa up");
+            ip(&format!("-6 addr add {A_IP}/64 dev gsa nodad"));
+            // Nothing routable in this namespace: only ::1 and link-local.
+            let routable = gshare::ice::driver::interface_addresses().unwrap();
+            assert!(routable.is_empty(), "unexpected addresses {routable:?}");
+            link_tx.send(()).unwrap();
+            let out = runtime().block_on(async move {
+                let mut chan = host(A_IP, a_to_b, &a_from_b).await;
+                chan.connected(Duration::from_secs(10)).await.unwrap();
+                let (local, remote) = chan.selected().unwrap();
+                assert!(chan.max_datagram_size() <= 1400);
+                let mut buf = vec![0u8; 2048];
+                for m in [&b"\0\0hello"[..], &[7u8; 1200][..], &b"\0\0bye"[..]] {
+                    chan.send(m).await.unwrap();
+                    let n = tokio::time::timeout(Duration::from_secs(10), chan.recv(&mut buf))
+                        .await
+                        .expect("echo over the link-local pair")
+                        .unwrap();
+                    assert_eq!(&buf[..n], m);
+                }
+                let _ = done_tx.send(());
+                (local, remote)
+            });
+            (out, log.of_thread(HOST_A))
+        })
+        .unwrap();
 
     let ((a_local, a_remote), a_log) = a.join().unwrap();
     let (b_local, b_remote) = b.join().unwrap();
