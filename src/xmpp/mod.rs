@@ -544,6 +544,9 @@ impl Task {
     }
 
     async fn handle_presence(&mut self, p: Presence) {
+        if p.from.is_none() {
+            return;
+        }
         let own = self.jid.to_bare();
         let allow = &self.presence_allow;
         let book = &mut self.presence_book;
