@@ -9,6 +9,7 @@
 pub mod config;
 pub mod http;
 pub mod ice;
+pub mod net;
 pub mod pseudotcp;
 pub mod session;
 pub mod transfer;

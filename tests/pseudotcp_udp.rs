@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::fd::AsRawFd;
+use gshare::net::raise_buffers;
 use std::time::Duration;
 
 use gshare::pseudotcp::sim::ByteStream;
@@ -13,39 +13,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-/// Socket buffers: several MiB, or PseudoTCP's large windows overflow the
-/// kernel's ~208 KiB default (PROTOCOL.md §F.1). SO_RCVBUFFORCE needs root;
-/// otherwise SO_RCVBUF is capped at net.core.rmem_max.
-fn raise_buffers(s: &std::net::UdpSocket, bytes: libc::c_int) {
-    let fd = s.as_raw_fd();
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        let set = |opt| {
-            // SAFETY: fd is a live socket; the value is a c_int of that size.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&bytes as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        if set(force) != 0 {
-            set(plain);
-        }
-    }
-}
-
 fn udp_pair() -> (UdpSocket, UdpSocket) {
     let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     a.connect(b.local_addr().unwrap()).unwrap();
     b.connect(a.local_addr().unwrap()).unwrap();
     for s in [&a, &b] {
+        // Several MiB, or PseudoTCP's large windows overflow the kernel's
+        // ≈208 KiB default (docs/protocol.md §F.1).
         raise_buffers(s, 8 << 20);
         s.set_nonblocking(true).unwrap();
     }

@@ -293,37 +293,71 @@ async fn sync_parent(path: &Path) {
     }
 }
 
-/// Renames `from` to `to` atomically failing with `AlreadyExists` if `to` exists
-/// (`renameat2(RENAME_NOREPLACE)`). Where the filesystem does not support that flag, falls
-/// back to check-then-rename, which has a small race window. Works for directories.
+/// Renames `from` to `to` atomically, failing with `AlreadyExists` if `to` exists. On Linux
+/// this is one `renameat2(RENAME_NOREPLACE)`; where that is not available (another OS, or a
+/// filesystem without the flag) it falls back to check-then-rename, which has a small race
+/// window. Works for directories.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let c_from = CString::new(from.as_os_str().as_bytes())?;
-    let c_to = CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            c_from.as_ptr(),
-            libc::AT_FDCWD,
-            c_to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
-            if to.symlink_metadata().is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "destination exists",
-                ));
-            }
-            std::fs::rename(from, to)
+    #[cfg(target_os = "linux")]
+    {
+        let c_from = CString::new(from.as_os_str().as_bytes())?;
+        let c_to = CString::new(to.as_os_str().as_bytes())?;
+        // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                c_from.as_ptr(),
+                libc::AT_FDCWD,
+                c_to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
         }
-        _ => Err(err),
+        let err = io::Error::last_os_error();
+        if !matches!(
+            err.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        ) {
+            return Err(err);
+        }
+    }
+    rename_noreplace_portable(from, to)
+}
+
+/// [`rename_noreplace`] without `renameat2`: check, then rename.
+fn rename_noreplace_portable(from: &Path, to: &Path) -> io::Result<()> {
+    if to.symlink_metadata().is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "destination exists",
+        ));
+    }
+    std::fs::rename(from, to)
+}
+
+#[cfg(test)]
+mod rename_tests {
+    use super::*;
+
+    #[test]
+    fn portable_rename_refuses_to_replace_files_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        std::fs::create_dir(&a).unwrap();
+        std::fs::write(&b, b"kept").unwrap();
+        let err = rename_noreplace_portable(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).unwrap(), b"kept");
+        rename_noreplace_portable(&a, &c).unwrap();
+        assert!(c.is_dir() && !a.exists());
+        let err = rename_noreplace_portable(&b, &c).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }
 }
 
