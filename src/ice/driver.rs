@@ -90,7 +90,10 @@ impl std::fmt::Debug for IceChannel {
     }
 }
 
-fn now() -> std::time::Instant {
+/// The drivers' one clock: tokio's, converted for the sans-IO cores. The
+/// PseudoTCP driver reads it too, so a test with paused tokio time drives
+/// the ICE agent, the PseudoTCP engine and their timers together.
+pub(crate) fn now() -> std::time::Instant {
     TokioInstant::now().into_std()
 }
 
