@@ -205,6 +205,18 @@ pub fn partial_offset(dir: &Path, key: &ResumeKey) -> u64 {
     meta.len().min(key.size.saturating_sub(1))
 }
 
+/// Removes the resumable partial for `key` in `dir`, if any (`--no-resume`: start over and keep
+/// nothing). Blocking.
+pub fn remove_partial(dir: &Path, key: &ResumeKey) {
+    let path = key.partial_path(dir);
+    if path.symlink_metadata().is_ok_and(|m| m.is_file()) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => debug!(path = %path.display(), "partial removed (no resume)"),
+            Err(e) => debug!(path = %path.display(), error = %e, "cannot remove partial"),
+        }
+    }
+}
+
 /// Removes part files in `dir` (resumable partials, and temporary part files a killed receiver
 /// left behind) whose last change is more than `max_age` ago. Returns how many were removed.
 /// Blocking; run when `receive` starts.
@@ -1171,6 +1183,10 @@ mod tests {
         };
         assert_eq!(partial_offset(dir.path(), &k_other), 0);
         assert_eq!(partial_offset(dir.path(), &k_old), 50_000);
+        remove_partial(dir.path(), &k_new);
+        assert_eq!(partial_offset(dir.path(), &k_old), 50_000);
+        remove_partial(dir.path(), &k_old);
+        assert!(leftovers(dir.path()).is_empty());
     }
 
     #[tokio::test]
