@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod ice;
 pub mod pseudotcp;
+pub mod rng;
 pub mod session;
 pub mod transfer;
 pub mod xmpp;
