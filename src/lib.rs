@@ -11,6 +11,8 @@ pub mod http;
 pub mod ice;
 pub mod net;
 pub mod pseudotcp;
+pub mod rng;
+pub mod secure;
 pub mod session;
 pub mod transfer;
 pub mod xmpp;

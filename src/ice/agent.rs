@@ -24,9 +24,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tracing::{debug, trace};
+
+use crate::rng::SecretRng;
 
 use super::candidate::{Candidate, CandidateType};
 use super::stun::{ERROR_BAD_REQUEST, ERROR_STALE_CREDENTIALS, ErrorCode, Message, MessageType};
@@ -37,8 +38,10 @@ use super::stun::{ERROR_BAD_REQUEST, ERROR_STALE_CREDENTIALS, ErrorCode, Message
 pub struct IceConfig {
     /// Transport channel name, put on server-reflexive candidates we learn.
     pub name: String,
-    /// Seed for transaction ids and fragments (tests pass a fixed one).
-    pub seed: u64,
+    /// Where transaction ids and candidate fragments come from: `None` is
+    /// the operating system's RNG (production, [`IceConfig::with_os_rng`]);
+    /// `Some(seed)` a seeded generator, for deterministic simulations only.
+    pub seed: Option<u64>,
     /// Check pacing while no pair is writable (`UNWRITABLE_DELAY`, 50 ms).
     pub unwritable_delay: Duration,
     /// Check pacing once a pair is writable (`WRITABLE_DELAY`, 480 ms).
@@ -77,11 +80,23 @@ pub struct IceConfig {
 }
 
 impl IceConfig {
-    /// libjingle 0.4 defaults for a channel called `name`.
+    /// libjingle 0.4 defaults for a channel called `name`, with secrets
+    /// from the operating system's RNG: what production uses.
+    pub fn with_os_rng(name: &str) -> Self {
+        IceConfig {
+            seed: None,
+            ..IceConfig::new(name, 0)
+        }
+    }
+
+    /// libjingle 0.4 defaults for a channel called `name`, with a seeded
+    /// generator: deterministic, for simulations and tests only (a 64-bit
+    /// seed does not make secrets; production uses
+    /// [`IceConfig::with_os_rng`]).
     pub fn new(name: &str, seed: u64) -> Self {
         IceConfig {
             name: name.to_owned(),
-            seed,
+            seed: Some(seed),
             unwritable_delay: Duration::from_millis(50),
             writable_delay: Duration::from_millis(480),
             keepalive_interval: Duration::from_millis(900),
@@ -266,7 +281,9 @@ enum ChannelState {
 #[derive(Debug)]
 pub struct IceAgent {
     config: IceConfig,
-    rng: StdRng,
+    /// Usernames, passwords and transaction ids (docs/protocol.md §B.1):
+    /// the OS RNG unless the config asks for a seeded simulation.
+    rng: SecretRng,
     locals: Vec<Local>,
     remotes: Vec<Remote>,
     pairs: Vec<Pair>,
@@ -295,7 +312,10 @@ impl IceAgent {
     /// A new agent with no candidates.
     pub fn new(config: IceConfig, now: Instant) -> Self {
         let _ = now;
-        let rng = StdRng::seed_from_u64(config.seed);
+        let rng = match config.seed {
+            Some(seed) => SecretRng::seeded(seed),
+            None => SecretRng::Os,
+        };
         IceAgent {
             config,
             rng,
@@ -1165,4 +1185,34 @@ pub(crate) fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
 /// fe80::/10.
 fn is_link_local(ip: &std::net::Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
+}
+#[cfg(test)]
+mod rng_tests {
+    use super::*;
+
+    /// Production agents draw fragments and transaction ids from the OS
+    /// RNG; seeded ones (simulations) repeat themselves.
+    #[test]
+    fn production_config_uses_the_os_rng() {
+        let now = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let config = IceConfig::with_os_rng("private-1");
+        assert_eq!(config.seed, None);
+        let mut a = IceAgent::new(config.clone(), now);
+        assert!(a.rng.is_os());
+        let mut b = IceAgent::new(config, now);
+        let ca = a.make_local_candidate(addr, CandidateType::Local);
+        let cb = b.make_local_candidate(addr, CandidateType::Local);
+        assert_ne!(ca.username, cb.username);
+        assert_ne!(ca.password, cb.password);
+        assert_ne!(a.random_tid(), b.random_tid());
+
+        let mut s1 = IceAgent::new(IceConfig::new("private-1", 42), now);
+        let mut s2 = IceAgent::new(IceConfig::new("private-1", 42), now);
+        assert!(!s1.rng.is_os());
+        assert_eq!(
+            s1.make_local_candidate(addr, CandidateType::Local).username,
+            s2.make_local_candidate(addr, CandidateType::Local).username
+        );
+    }
 }

@@ -117,7 +117,7 @@ impl IceChannel {
                 v
             }
         };
-        let mut agent = IceAgent::new(IceConfig::new(&config.name, rand::random()), now());
+        let mut agent = IceAgent::new(IceConfig::with_os_rng(&config.name), now());
         let mut sockets = Vec::new();
         for addr in addrs {
             let socket = match open_socket(addr) {

@@ -349,8 +349,9 @@ fn closed() -> XmppError {
     XmppError::Disconnected("the XMPP task has stopped".into())
 }
 
+/// IQ id prefix, from the operating system's RNG.
 fn random_id() -> String {
-    let n: u64 = rand::rng().random();
+    let n: u64 = crate::rng::SecretRng::Os.random();
     format!("{n:016x}")
 }
 
