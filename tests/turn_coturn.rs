@@ -411,3 +411,38 @@ async fn garbage_answers_are_reported_as_not_turn() {
     assert!(err.to_string().contains("not STUN/TURN"), "{err}");
     assert!(h.received.is_empty());
 }
+
+#[tokio::test]
+async fn restarted_server_means_allocation_lost() {
+    let mut server = Coturn::start(Auth::Users(&[("carol", "c4rol")]), &[]);
+    let mut h = allocate(&server, "carol", "c4rol").await;
+    assert!(h.allocated().is_some(), "{:?}", h.events);
+    server.restart();
+    // At refresh time the new server knows neither the nonce nor the
+    // allocation: after the nonce dance it answers 437.
+    h.offset = Duration::from_secs(590);
+    let now = h.now();
+    h.client.handle_timeout(now);
+    h.run_until(Duration::from_secs(5), |h| h.failed().is_some())
+        .await;
+    let err = h.failed().unwrap_or_else(|| panic!("{:?}", h.events));
+    assert!(matches!(err, TurnError::AllocationLost { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("lost our relay allocation"),
+        "{err}"
+    );
+    assert!(h.client.is_done());
+
+    // A server that is gone entirely: the refresh goes unanswered.
+    let mut h = allocate(&server, "carol", "c4rol").await;
+    assert!(h.allocated().is_some(), "{:?}", h.events);
+    server.kill();
+    h.offset = Duration::from_secs(590);
+    let now = h.now();
+    h.client.handle_timeout(now);
+    h.run_until(Duration::from_secs(5), |h| h.failed().is_some())
+        .await;
+    let err = h.failed().unwrap_or_else(|| panic!("{:?}", h.events));
+    assert!(matches!(err, TurnError::AllocationLost { .. }), "{err:?}");
+    assert!(err.to_string().contains("did not answer"), "{err}");
+}

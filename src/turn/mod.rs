@@ -845,3 +845,185 @@ fn refresh_after(lifetime: Duration) -> Duration {
         lifetime / 2
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ice::stun::ATTR_MESSAGE_INTEGRITY;
+
+    const SERVER: &str = "192.0.2.1:3478";
+
+    fn client(now: Instant) -> TurnClient {
+        TurnClient::new(TurnConfig::new(SERVER.parse().unwrap(), "u", "p"), now)
+    }
+
+    fn request(c: &mut TurnClient) -> StunMessage {
+        let t = c.poll_transmit().expect("a request");
+        assert_eq!(t.destination, SERVER.parse().unwrap());
+        StunMessage::parse(&t.contents).expect("parses")
+    }
+
+    fn challenge(req: &StunMessage, nonce: &str) -> Vec<u8> {
+        StunBuilder::new(req.method, Class::Error, req.transaction_id)
+            .error_code(401, "Unauthorized")
+            .attribute(ATTR_REALM, b"r")
+            .attribute(ATTR_NONCE, nonce.as_bytes())
+            .finish()
+    }
+
+    fn allocated(req: &StunMessage, key: &[u8]) -> Vec<u8> {
+        StunBuilder::new(Method::Allocate, Class::Success, req.transaction_id)
+            .xor_address(ATTR_XOR_RELAYED_ADDRESS, "192.0.2.1:50000".parse().unwrap())
+            .xor_address(
+                ATTR_XOR_MAPPED_ADDRESS,
+                "198.51.100.2:4000".parse().unwrap(),
+            )
+            .attribute(ATTR_LIFETIME, &600u32.to_be_bytes())
+            .integrity(key)
+            .finish()
+    }
+
+    #[test]
+    fn retransmissions_are_bounded_and_back_off() {
+        let t0 = Instant::now();
+        let mut c = client(t0);
+        let mut sends = vec![t0];
+        assert!(c.poll_transmit().is_some());
+        while let Some(at) = c.poll_timeout() {
+            c.handle_timeout(at);
+            if c.poll_transmit().is_some() {
+                sends.push(at);
+            }
+        }
+        let gaps: Vec<u64> = sends
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .collect();
+        assert_eq!(gaps, [500, 1000, 2000, 4000, 8000]);
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::Failed(TurnError::Unreachable {
+                server: SERVER.parse().unwrap(),
+                tries: 6
+            }))
+        );
+        assert!(c.is_done() && c.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn credential_dance_and_forged_answers() {
+        let now = Instant::now();
+        let mut c = client(now);
+        let first = request(&mut c);
+        assert!(first.get(ATTR_MESSAGE_INTEGRITY).is_none());
+        assert!(c.handle_datagram(&challenge(&first, "n1"), now).is_none());
+        let second = request(&mut c);
+        assert_ne!(second.transaction_id, first.transaction_id);
+        assert_eq!(second.text(ATTR_USERNAME).as_deref(), Some("u"));
+        assert_eq!(second.text(ATTR_NONCE).as_deref(), Some("n1"));
+        let key = long_term_key("u", "r", "p");
+        assert!(second.verify_integrity(&key));
+        // A success keyed with something else is dropped; the real one counts.
+        c.handle_datagram(&allocated(&second, b"forged"), now);
+        assert_eq!(c.poll_event(), None);
+        c.handle_datagram(&allocated(&second, &key), now);
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::Allocated {
+                relayed: "192.0.2.1:50000".parse().unwrap(),
+                mapped: Some("198.51.100.2:4000".parse().unwrap()),
+                lifetime: Duration::from_secs(600),
+            })
+        );
+        // Refresh is due a minute before expiry.
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(540)));
+    }
+
+    #[test]
+    fn endless_new_nonces_end_as_unauthorized() {
+        let now = Instant::now();
+        let mut c = client(now);
+        for i in 0..10 {
+            let Some(t) = c.poll_transmit() else { break };
+            let req = StunMessage::parse(&t.contents).unwrap();
+            c.handle_datagram(&challenge(&req, &format!("n{i}")), now);
+        }
+        assert!(matches!(
+            c.poll_event(),
+            Some(TurnEvent::Failed(TurnError::Unauthorized { .. }))
+        ));
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn relayed_data_only_from_allowed_peers() {
+        let now = Instant::now();
+        let mut c = client(now);
+        let peer: SocketAddr = "203.0.113.5:7000".parse().unwrap();
+        c.allow_peer(peer, now).unwrap();
+        let first = request(&mut c);
+        c.handle_datagram(&challenge(&first, "n"), now);
+        let second = request(&mut c);
+        let key = long_term_key("u", "r", "p");
+        c.handle_datagram(&allocated(&second, &key), now);
+        assert!(matches!(c.poll_event(), Some(TurnEvent::Allocated { .. })));
+        // The allowed peer gets a permission and a channel at once.
+        let perm = request(&mut c);
+        assert_eq!(perm.method, Method::CreatePermission);
+        assert_eq!(perm.xor_address(ATTR_XOR_PEER_ADDRESS), Some(peer));
+        let bind = request(&mut c);
+        assert_eq!(bind.method, Method::ChannelBind);
+        assert_eq!(bind.get(ATTR_CHANNEL_NUMBER), Some(&[0x40, 0x00, 0, 0][..]));
+
+        let data = |from: SocketAddr| {
+            StunBuilder::new(Method::Data, Class::Indication, [3; 12])
+                .xor_address(ATTR_XOR_PEER_ADDRESS, from)
+                .attribute(ATTR_DATA, b"hi")
+                .finish()
+        };
+        assert_eq!(
+            c.handle_datagram(&data(peer), now),
+            Some((peer, b"hi".to_vec()))
+        );
+        let stranger: SocketAddr = "203.0.113.9:7000".parse().unwrap();
+        assert_eq!(c.handle_datagram(&data(stranger), now), None);
+        // Before the bind answer data goes as a Send indication, after as
+        // ChannelData; unknown channels are dropped.
+        c.send_to(peer, b"x").unwrap();
+        let send = request(&mut c);
+        assert_eq!((send.method, send.class), (Method::Send, Class::Indication));
+        let ok = StunBuilder::new(Method::ChannelBind, Class::Success, bind.transaction_id)
+            .integrity(&key)
+            .finish();
+        c.handle_datagram(&ok, now);
+        assert_eq!(
+            c.poll_event(),
+            Some(TurnEvent::ChannelBound {
+                peer,
+                channel: 0x4000
+            })
+        );
+        c.send_to(peer, b"x").unwrap();
+        assert_eq!(c.poll_transmit().unwrap().contents, [0x40, 0, 0, 1, b'x']);
+        assert_eq!(
+            c.handle_datagram(&channel_data::encode(0x4000, b"yo"), now),
+            Some((peer, b"yo".to_vec()))
+        );
+        assert_eq!(
+            c.handle_datagram(&channel_data::encode(0x4001, b"yo"), now),
+            None
+        );
+        assert_eq!(
+            c.send_to(stranger, b"x"),
+            Err(TurnError::NotPermitted { peer: stranger })
+        );
+        // A permission refusal affects that peer only.
+        let refused = StunBuilder::new(Method::CreatePermission, Class::Error, perm.transaction_id)
+            .error_code(403, "Forbidden")
+            .integrity(&key)
+            .finish();
+        c.handle_datagram(&refused, now);
+        assert!(matches!(c.poll_event(), Some(TurnEvent::PeerFailed { .. })));
+        assert!(c.is_allocated());
+    }
+}

@@ -23,6 +23,7 @@ pub struct Coturn {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    args: Vec<std::ffi::OsString>,
 }
 
 fn free_udp_port() -> u16 {
@@ -88,18 +89,39 @@ impl Coturn {
             }
         }
         cmd.args(extra);
-        let child = cmd
+        let mut c = Coturn {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            child: None,
+            args: cmd.get_args().map(|a| a.to_owned()).collect(),
+        };
+        c.launch();
+        c
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("turnserver")
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start turnserver");
-        let mut c = Coturn {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-            child: Some(child),
-        };
-        c.wait_ready();
-        c
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Kills the server and starts a fresh one on the same port: every
+    /// allocation is forgotten.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Waits until a classic binding request gets an answer.
@@ -140,9 +162,6 @@ impl Coturn {
 
 impl Drop for Coturn {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
