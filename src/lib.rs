@@ -15,4 +15,5 @@ pub mod rng;
 pub mod secure;
 pub mod session;
 pub mod transfer;
+pub mod turn;
 pub mod xmpp;

@@ -14,6 +14,7 @@
 //! first failure and stops.
 
 mod connector;
+pub mod extdisco;
 mod presence;
 
 use std::collections::{HashMap, HashSet};

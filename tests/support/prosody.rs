@@ -17,6 +17,15 @@ pub struct Prosody {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    options: Options,
+}
+
+/// Optional server features (the default is the plain server `start` makes).
+#[derive(Default, Clone)]
+pub struct Options {
+    /// `mod_turn_external` (XEP-0215): `(host, port, secret)` of a TURN
+    /// server using the TURN REST shared secret.
+    pub turn_external: Option<(String, u16, String)>,
 }
 
 fn need(bin: &str) {
@@ -38,6 +47,11 @@ fn free_port() -> u16 {
 impl Prosody {
     /// Starts a server with these `(user, password)` accounts on `localhost`.
     pub fn start(accounts: &[(&str, &str)]) -> Prosody {
+        Self::start_with(accounts, Options::default())
+    }
+
+    /// Like [`start`](Self::start), with optional features.
+    pub fn start_with(accounts: &[(&str, &str)], options: Options) -> Prosody {
         need("prosody");
         need("prosodyctl");
         need("openssl");
@@ -71,6 +85,7 @@ impl Prosody {
             port,
             dir,
             child: None,
+            options,
         };
         p.write_config();
         for (user, pw) in accounts {
@@ -86,12 +101,21 @@ impl Prosody {
 
     fn write_config(&self) {
         let d = self.dir.path().display();
+        let mut extra_modules = String::new();
+        let mut extra = String::new();
+        if let Some((host, port, secret)) = &self.options.turn_external {
+            extra_modules.push_str(" \"turn_external\";");
+            extra.push_str(&format!(
+                "turn_external_host = \"{host}\"\nturn_external_port = {port}\n\
+                 turn_external_secret = \"{secret}\"\n"
+            ));
+        }
         let cfg = format!(
             r#"run_as_root = true
 pidfile = "{d}/prosody.pid"
 data_path = "{d}/data"
 log = {{ debug = "{d}/prosody.log" }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix" }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix";{extra_modules} }}
 modules_disabled = {{ "s2s"; "http"; "admin_shell"; "admin_socket" }}
 c2s_ports = {{ {port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
@@ -102,7 +126,7 @@ https_ports = {{ }}
 c2s_require_encryption = true
 authentication = "internal_hashed"
 certificates = "{d}"
-VirtualHost "{DOMAIN}"
+{extra}VirtualHost "{DOMAIN}"
   ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
 "#,
             port = self.port
