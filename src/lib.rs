@@ -12,4 +12,5 @@ pub mod ice;
 pub mod pseudotcp;
 pub mod session;
 pub mod transfer;
+pub mod upload;
 pub mod xmpp;
