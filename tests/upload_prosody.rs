@@ -18,7 +18,7 @@ use std::time::Duration;
 use gshare::upload::https::sha256_of;
 use gshare::upload::{
     Announcement, DownloadError, DownloadLimits, HttpsClient, LocalFile, RefusalKind, UploadError,
-    UploadService, UrlError, announcement_message, discover, parse_announcement, request_slot,
+    UploadService, Uploader, UrlError, discover, parse_announcement, request_slot,
 };
 use gshare::xmpp::{Account, ConnectOptions, Incoming, Xmpp};
 use prosody::{Options, Prosody, Upload};
@@ -224,6 +224,18 @@ async fn too_large_is_refused_before_any_byte_moves() {
         }
         other => panic!("{other}"),
     }
+    // The whole path through the Uploader: refused before hashing or PUT.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    std::fs::write(&path, pattern(MIB + 1)).unwrap();
+    let uploader = Uploader::new(&xmpp, Some(&p.cert())).await.unwrap();
+    let mut moved = 0;
+    let err = uploader
+        .upload(&path, "big.bin", MIB + 1, &mut |n| moved = n)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::TooLarge { .. }), "{err}");
+    assert_eq!(moved, 0);
     assert!(
         !std::fs::read_to_string(p.dir().join("prosody.log"))
             .unwrap()
@@ -323,22 +335,21 @@ async fn announcement_reaches_an_offline_account_and_its_link_works() {
     let client = HttpsClient::new(Some(&p.cert())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(200_000);
-    let (url, _) = upload_bytes(&p, &romeo, &client, dir.path(), "note.txt", &data)
+    let path = dir.path().join("note.txt");
+    std::fs::write(&path, &data).unwrap();
+    let uploader = Uploader::new(&romeo, Some(&p.cert())).await.unwrap();
+    let mut last = 0;
+    let sent = uploader
+        .upload(&path, "note.txt", data.len() as u64, &mut |n| last = n)
         .await
         .unwrap();
+    assert_eq!(last, data.len() as u64);
     let (sha, _) = sha256_of(&data[..]).await.unwrap();
-    let sent = Announcement {
-        url: url.clone(),
-        name: Some("note.txt".into()),
-        size: Some(data.len() as u64),
-        sha256: Some(sha),
-        media_type: Some("text/plain".into()),
-    };
-    romeo
-        .send(announcement_message(
-            "juliet@localhost".parse().unwrap(),
-            &sent,
-        ))
+    assert_eq!(sent.sha256, Some(sha));
+    assert_eq!(sent.size, Some(data.len() as u64));
+    assert_eq!(sent.name.as_deref(), Some("note.txt"));
+    uploader
+        .announce(&"juliet@localhost".parse().unwrap(), &sent)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -11,6 +11,7 @@
 //! * [`announce`]: the announcement message (body + `jabber:x:oob` + XEP-0447
 //!   `<file-sharing>`) and reading one.
 //! * [`target`]: which URLs may be fetched at all.
+//! * [`Uploader`]: the above joined for one account, file by file.
 //!
 //! Why hand-written pieces: no published crate does XEP-0363's slot handshake
 //! on our XMPP handle, and `hyper-rustls` would bring its own trust setup; the
@@ -22,11 +23,13 @@ pub mod announce;
 pub mod https;
 pub mod service;
 pub mod target;
+mod uploader;
 
 pub use announce::{Announcement, announcement_message, parse_announcement};
 pub use https::{DownloadError, DownloadLimits, Downloaded, HttpsClient, LocalFile};
 pub use service::{RefusalKind, Slot, UploadService, discover, request_slot};
 pub use target::{Target, UrlError, check_url};
+pub use uploader::{CONTENT_TYPE, Uploader};
 
 use crate::xmpp::XmppError;
 
