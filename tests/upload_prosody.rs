@@ -43,14 +43,13 @@ async fn login(p: &Prosody, user: &str, pw: &str) -> (Xmpp, mpsc::Receiver<Incom
         .expect("login")
 }
 
+// Field by field: other helpers add their own server options to `Options`.
+#[allow(clippy::field_reassign_with_default)]
 fn upload_server(accounts: &[(&str, &str)], up: Upload) -> Prosody {
-    Prosody::start_with(
-        accounts,
-        Options {
-            upload: Some(up),
-            offline: true,
-        },
-    )
+    let mut options = Options::default();
+    options.upload = Some(up);
+    options.offline = true;
+    Prosody::start_with(accounts, options)
 }
 
 /// Deterministic, not repeating with a short period (a shifted chunk shows).
