@@ -306,17 +306,16 @@ impl HttpsClient {
         }
     }
 
-    /// GETs `url` (announced by an account on `sender_domain`) into `out`,
-    /// checking sizes while the bytes arrive and the hash at the end.
-    /// `progress` gets the bytes written so far, `total` once known.
-    pub async fn download(
+    /// Starts a GET of `url` (announced by an account on `sender_domain`):
+    /// checks the URL rules, connects, and checks the response head (status,
+    /// `Content-Length` against the announced size and the limit). The body
+    /// is then pulled with [`Download::chunk`].
+    pub async fn get(
         &self,
         url: &str,
         sender_domain: &str,
         limits: DownloadLimits,
-        out: &mut (dyn AsyncWrite + Unpin + Send),
-        progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
-    ) -> Result<Downloaded, DownloadError> {
+    ) -> Result<Download, DownloadError> {
         let target = check_url(url, sender_domain)?;
         if let Some(size) = limits.expected_size
             && size > limits.max_size
@@ -384,52 +383,131 @@ impl HttpsClient {
             });
         }
         let expected = limits.expected_size.or(served);
-        let limit = expected.unwrap_or(limits.max_size).min(limits.max_size);
-        let mut body = response.into_body();
-        let mut hasher = Sha256::new();
-        let mut got = 0u64;
-        progress(0, expected);
+        Ok(Download {
+            body: response.into_body(),
+            expected,
+            limit: expected.unwrap_or(limits.max_size).min(limits.max_size),
+            want_sha256: limits.sha256,
+            got: 0,
+            hasher: Sha256::new(),
+            done: None,
+        })
+    }
+
+    /// [`HttpsClient::get`] into `out`. `progress` gets the bytes written so
+    /// far and the total once known.
+    pub async fn download(
+        &self,
+        url: &str,
+        sender_domain: &str,
+        limits: DownloadLimits,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+    ) -> Result<Downloaded, DownloadError> {
+        let mut d = self.get(url, sender_domain, limits).await?;
+        progress(0, d.expected_size());
+        while let Some(data) = d.chunk().await? {
+            out.write_all(&data).await.map_err(DownloadError::Write)?;
+            progress(d.received(), d.expected_size());
+        }
+        out.flush().await.map_err(DownloadError::Write)?;
+        d.finished().ok_or(DownloadError::Broken {
+            got: d.received(),
+            reason: "the download did not end".into(),
+        })
+    }
+}
+
+/// A GET under way: the body, pulled chunk by chunk, each checked against
+/// the size bound before it is handed out.
+#[derive(Debug)]
+pub struct Download {
+    body: hyper::body::Incoming,
+    /// The announced size, else the served `Content-Length`.
+    expected: Option<u64>,
+    /// No byte beyond this is handed out: the expected size, else the
+    /// receiver's `max_size`.
+    limit: u64,
+    want_sha256: Option<[u8; 32]>,
+    got: u64,
+    hasher: Sha256,
+    done: Option<Downloaded>,
+}
+
+impl Download {
+    /// The size the file will have, when announced or served.
+    pub fn expected_size(&self) -> Option<u64> {
+        self.expected
+    }
+
+    /// Bytes handed out so far.
+    pub fn received(&self) -> u64 {
+        self.got
+    }
+
+    /// Size and SHA-256, once [`Download::chunk`] returned `None`.
+    pub fn finished(&self) -> Option<Downloaded> {
+        self.done
+    }
+
+    /// The next piece of the body. `Ok(None)` means the whole file is here,
+    /// its size is the expected one and its hash the announced one; any
+    /// `Err` means the bytes handed out so far must not be kept.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, DownloadError> {
+        if self.done.is_some() {
+            return Ok(None);
+        }
         loop {
-            let frame = match tokio::time::timeout(IO_TIMEOUT, body.frame()).await {
+            let frame = match tokio::time::timeout(IO_TIMEOUT, self.body.frame()).await {
                 Err(_) => {
                     return Err(short_or_broken(
-                        got,
-                        expected,
+                        self.got,
+                        self.expected,
                         format!("nothing arrived for {IO_TIMEOUT:?}"),
                     ));
                 }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(short_or_broken(got, expected, hyper_reason(&e))),
+                Ok(None) => return self.end().map(|()| None),
+                Ok(Some(Err(e))) => {
+                    return Err(short_or_broken(self.got, self.expected, hyper_reason(&e)));
+                }
                 Ok(Some(Ok(f))) => f,
             };
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };
-            if got + data.len() as u64 > limit {
-                return Err(DownloadError::Overlong { limit });
+            if data.is_empty() {
+                continue;
             }
-            out.write_all(&data).await.map_err(DownloadError::Write)?;
-            hasher.update(&data);
-            got += data.len() as u64;
-            progress(got, expected);
+            if self.got + data.len() as u64 > self.limit {
+                return Err(DownloadError::Overlong { limit: self.limit });
+            }
+            self.hasher.update(&data);
+            self.got += data.len() as u64;
+            return Ok(Some(data));
         }
-        out.flush().await.map_err(DownloadError::Write)?;
-        if let Some(e) = expected
-            && got < e
+    }
+
+    fn end(&mut self) -> Result<(), DownloadError> {
+        if let Some(e) = self.expected
+            && self.got < e
         {
             return Err(DownloadError::Short {
-                got,
+                got: self.got,
                 expected: e,
                 reason: None,
             });
         }
-        let sha256: [u8; 32] = hasher.finalize().into();
-        if let Some(want) = limits.sha256
+        let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if let Some(want) = self.want_sha256
             && want != sha256
         {
             return Err(DownloadError::HashMismatch);
         }
-        Ok(Downloaded { size: got, sha256 })
+        self.done = Some(Downloaded {
+            size: self.got,
+            sha256,
+        });
+        Ok(())
     }
 }
 

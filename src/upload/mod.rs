@@ -26,7 +26,7 @@ pub mod target;
 mod uploader;
 
 pub use announce::{Announcement, announcement_message, parse_announcement};
-pub use https::{DownloadError, DownloadLimits, Downloaded, HttpsClient, LocalFile};
+pub use https::{Download, DownloadError, DownloadLimits, Downloaded, HttpsClient, LocalFile};
 pub use service::{RefusalKind, Slot, UploadService, discover, request_slot};
 pub use target::{Target, UrlError, check_url};
 pub use uploader::{CONTENT_TYPE, Uploader};
