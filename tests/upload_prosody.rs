@@ -22,7 +22,7 @@ use gshare::upload::{
 };
 use gshare::xmpp::{Account, ConnectOptions, Incoming, Xmpp};
 use prosody::{Options, Prosody, Upload};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const MIB: u64 = 1 << 20;
@@ -656,4 +656,73 @@ async fn a_file_uploaded_by_go_sendxmpp_is_parsed_and_downloaded_intact() {
     assert_eq!(done.size, data.len() as u64);
     assert!(got == data, "the downloaded bytes differ");
     juliet.close().await;
+}
+
+/// gshare's announcement as an independent client sees it: go-sendxmpp,
+/// logging in after the message was stored offline, prints the body (the
+/// URL), and curl fetches that URL intact.
+#[tokio::test]
+async fn an_offline_recipient_using_go_sendxmpp_gets_a_link_curl_can_fetch() {
+    let p = upload_server(
+        &[("romeo", "r0meo"), ("juliet", "jul1et")],
+        Upload::default(),
+    );
+    let (romeo, _rx) = login(&p, "romeo", "r0meo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(MIB + 11);
+    let path = dir.path().join("for juliet.bin");
+    std::fs::write(&path, &data).unwrap();
+    let uploader = Uploader::new(&romeo, Some(&p.cert())).await.unwrap();
+    let a = uploader
+        .upload(&path, "for juliet.bin", data.len() as u64, &mut |_| {})
+        .await
+        .unwrap();
+    uploader
+        .announce(&"juliet@localhost".parse().unwrap(), &a)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    romeo.close().await;
+
+    let mut listener = tokio::process::Command::new("go-sendxmpp")
+        .env("SSL_CERT_FILE", p.cert())
+        .env("HOME", dir.path())
+        .args(["-u", "juliet@localhost", "-p", "jul1et", "-j"])
+        .arg(p.server())
+        .arg("-l")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("go-sendxmpp is not installed: run scripts/install-deps");
+    let mut lines = tokio::io::BufReader::new(listener.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let l = lines.next_line().await.unwrap().expect("go-sendxmpp ended");
+            if l.contains("romeo@localhost") {
+                return l;
+            }
+        }
+    })
+    .await
+    .expect("go-sendxmpp printed no message from romeo within 30 s");
+    listener.kill().await.unwrap();
+    // `TIMESTAMP romeo@localhost: BODY`; the body is the URL alone.
+    let (_, body) = line.split_once("romeo@localhost: ").unwrap();
+    assert_eq!(body.trim(), a.url);
+    let out = dir.path().join("fetched");
+    let status = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--cacert"])
+        .arg(p.cert())
+        .arg("--output")
+        .arg(&out)
+        .arg(body.trim())
+        .status()
+        .await
+        .expect("curl is not installed: run scripts/install-deps");
+    assert!(status.success());
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "curl fetched other bytes"
+    );
 }
