@@ -9,6 +9,11 @@
 //! Read: an SFS `<file-sharing>` with an `url-data` source, else an OOB URL,
 //! else a body that is exactly one `https://` URL (go-sendxmpp, older clients).
 //! Which URLs are then fetched is decided by [`super::target`].
+//!
+//! Bounds: everything read here comes from one stanza, so the server's stanza
+//! size limit bounds it; the URL is bounded again by
+//! [`super::target::MAX_URL_BYTES`] and the name by the receiver's safe-name
+//! rules (`transfer::names`, 255 bytes).
 
 use minidom::Element;
 
