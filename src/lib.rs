@@ -16,4 +16,5 @@ pub mod secure;
 pub mod session;
 pub mod transfer;
 pub mod turn;
+pub mod upload;
 pub mod xmpp;

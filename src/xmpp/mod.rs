@@ -27,6 +27,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
@@ -35,6 +36,7 @@ use tokio_xmpp::{Stanza, connect::ServerConnector};
 use tracing::{debug, info, trace, warn};
 
 pub use connector::StartTlsConnector;
+pub(crate) use connector::tls_config;
 pub use presence::{
     CAPS_NODE, FEATURE_SHARE, MAX_ACCOUNTS, MAX_ANSWERED, MAX_RESOURCES_PER_ACCOUNT, NS_CAPS,
     PresenceBook, ResourceInfo, ResourceTable, caps_element,
@@ -108,6 +110,9 @@ pub enum Incoming {
     Iq(Box<Iq>),
     /// Any presence (the resource table is kept up to date already).
     Presence(Box<Presence>),
+    /// Any message (file announcements travel in messages: the upload
+    /// method, `src/upload`).
+    Message(Box<Message>),
     /// The connection is gone and will not come back.
     Disconnected(XmppError),
 }
@@ -541,7 +546,7 @@ impl Task {
         match stanza {
             Stanza::Iq(iq) => self.handle_iq(iq).await,
             Stanza::Presence(p) => self.handle_presence(p).await,
-            Stanza::Message(_) => {}
+            Stanza::Message(m) => self.forward(Incoming::Message(Box::new(m))).await,
         }
     }
 
