@@ -71,6 +71,7 @@ async fn prosody_turn_external_credentials_allocate_at_coturn() {
         &[("romeo", "r0meo")],
         Options {
             turn_external: Some(("127.0.0.1".into(), turn.addr.port(), secret.into())),
+            ..Options::default()
         },
     );
     let (xmpp, _rx) = Xmpp::connect(&account(&p, "romeo", "r0meo"), ConnectOptions::default())
