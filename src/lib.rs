@@ -9,7 +9,12 @@
 pub mod config;
 pub mod http;
 pub mod ice;
+pub mod net;
 pub mod pseudotcp;
+pub mod rng;
+pub mod secure;
 pub mod session;
 pub mod transfer;
+pub mod turn;
+pub mod upload;
 pub mod xmpp;
