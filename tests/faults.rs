@@ -99,6 +99,31 @@ fn exit_of(mut child: Child, timeout: Duration) -> (i32, String) {
     (status.code().unwrap_or(-1), err)
 }
 
+/// What a person reads must be sentences: no Rust debug forms (`{ .. }` of
+/// a struct, `Some(..)`) on stderr (without -v) or in a JSON event's
+/// `reason`.
+fn assert_for_people(who: &str, stderr: &str) {
+    for line in stderr.lines() {
+        assert!(
+            !line.contains('{') && !line.contains("Some("),
+            "{who} showed a debug form: {line}\n{stderr}"
+        );
+    }
+}
+
+/// The same for the `reason` of every JSON event still in `lines`.
+fn assert_reasons_for_people(lines: &std::sync::mpsc::Receiver<String>) {
+    while let Ok(l) = lines.recv_timeout(Duration::from_millis(200)) {
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        if let Some(reason) = v.get("reason").and_then(|r| r.as_str()) {
+            assert!(
+                !reason.contains('{') && !reason.contains("Some("),
+                "a JSON reason with a debug form: {l}"
+            );
+        }
+    }
+}
+
 fn assert_empty_dir(dir: &Path) {
     let left: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -133,6 +158,8 @@ fn sender_killed_mid_transfer_receiver_exits_7_and_keeps_nothing() {
     );
     assert!(err.contains("romeo@localhost"), "{err}");
     assert_empty_dir(out.path());
+    assert_for_people("the receiver", &err);
+    assert_reasons_for_people(&lines);
 }
 
 #[test]
@@ -156,6 +183,7 @@ fn receiver_killed_mid_transfer_sender_exits_7() {
         killed_at.elapsed()
     );
     assert!(err.contains("juliet@localhost"), "{err}");
+    assert_for_people("the sender", &err);
 }
 
 #[test]
@@ -186,6 +214,9 @@ fn prosody_restart_mid_transfer_reports_it_and_never_claims_a_partial_file() {
     }
     // The sender cannot claim success without the receiver's confirmation.
     assert_ne!(scode, 0, "{serr}");
+    assert_for_people("the receiver", &rerr);
+    assert_for_people("the sender", &serr);
+    assert_reasons_for_people(&lines);
 }
 
 #[test]
@@ -211,7 +242,7 @@ fn a_full_disk_is_a_clear_error_and_nothing_is_left() {
         }
     }
     let _guard = Unmount(mnt.path());
-    let (recv, _lines) = receiver(&p, mnt.path(), &[]);
+    let (recv, lines) = receiver(&p, mnt.path(), &[]);
     let send = sender(&p, &f, &[]);
     let (rcode, rerr) = exit_of(recv, Duration::from_secs(60));
     let (scode, serr) = exit_of(send, Duration::from_secs(60));
@@ -220,6 +251,9 @@ fn a_full_disk_is_a_clear_error_and_nothing_is_left() {
     assert!(rerr.to_lowercase().contains("no space"), "{rerr}");
     assert_ne!(scode, 0, "the sender was not told: {serr}");
     assert_empty_dir(mnt.path());
+    assert_for_people("the receiver", &rerr);
+    assert_for_people("the sender", &serr);
+    assert_reasons_for_people(&lines);
 }
 
 #[test]

@@ -26,6 +26,7 @@
 //! resumes there.
 
 mod channel;
+mod explain;
 mod fetch;
 pub mod files;
 pub mod names;

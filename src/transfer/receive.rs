@@ -609,6 +609,7 @@ fn ask(question: &str) -> bool {
 
 /// How a received session ended, for the exit code.
 fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
+    debug!(?reason, peer = %a.peer, "session ended");
     let bytes: u64 = a.received.iter().sum();
     if a.all_done
         && matches!(
@@ -629,8 +630,10 @@ fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
         (None, TerminateReason::PeerTerminated { .. }) => {
             format!("{} cancelled the transfer", a.peer)
         }
-        (None, TerminateReason::Timeout(k)) => format!("the session timed out ({k:?})"),
-        (None, other) => format!("the session ended: {other:?}"),
+        (None, TerminateReason::Timeout(k)) => {
+            format!("the session timed out: {}", super::explain::timeout(&k))
+        }
+        (None, other) => format!("the session ended: {}", super::explain::reason(&other)),
     };
     Err(Failure::new(
         Exit::TransferFailed,

@@ -465,6 +465,7 @@ pub(super) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
 
 fn finish(reason: TerminateReason, all_served: bool, peer: &str) -> Result<(), Failure> {
     use crate::session::TimeoutKind;
+    debug!(?reason, all_served, "session ended");
     match reason {
         TerminateReason::Completed => Ok(()),
         TerminateReason::PeerTerminated { .. } if all_served => Ok(()),
@@ -487,7 +488,10 @@ fn finish(reason: TerminateReason, all_served: bool, peer: &str) -> Result<(), F
         )),
         TerminateReason::Timeout(other) => Err(Failure::new(
             Exit::TransferFailed,
-            format!("the session with {peer} timed out ({other:?})"),
+            format!(
+                "the session with {peer} timed out: {}",
+                super::explain::timeout(&other)
+            ),
         )),
         TerminateReason::PeerError {
             action,

@@ -52,7 +52,7 @@ impl Signalling {
                         debug!(%e, "could not send a session IQ");
                     }
                 }
-                Err(e) => warn!(?e, "the session layer produced an IQ that does not parse"),
+                Err(e) => warn!(%e, "the session layer produced an IQ that does not parse"),
             }
         }
     }
