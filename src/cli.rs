@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueHint};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
 use gshare::config::{self, Settings};
 use gshare::transfer::{CommonOptions, DEFAULT_MAX_CONCURRENT, ReceiveOptions, SendOptions};
 
@@ -91,6 +91,14 @@ pub enum Command {
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+    /// Print the manual page gshare.1 (roff), or with --dir write it and
+    /// one page per subcommand (gshare-send.1, …) into DIR.
+    #[command(hide = true)]
+    Manpage {
+        /// Write every page into this directory instead.
+        #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -207,5 +215,67 @@ impl ReceiveArgs {
                 .or(settings.max_concurrent)
                 .unwrap_or(DEFAULT_MAX_CONCURRENT),
         }
+    }
+}
+
+/// Where the generated manual pages live in the repository.
+#[cfg(test)]
+const MAN_DIR: &str = "man";
+
+/// Writes `gshare.1` to `w`.
+pub fn manpage(w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    // As generate_to renders it: the help subcommand is not a page.
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    clap_mangen::Man::new(cmd).render(w)
+}
+
+/// Writes `gshare.1` and one page per visible subcommand into `dir`.
+pub fn manpages(dir: &std::path::Path) -> std::io::Result<()> {
+    clap_mangen::generate_to(Cli::command(), dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pages in `man/` are what the command line says today; after a
+    /// change to a flag run `cargo run -- manpage --dir man`.
+    #[test]
+    fn the_manual_pages_in_the_repository_are_up_to_date() {
+        let fresh = tempfile::tempdir().unwrap();
+        manpages(fresh.path()).unwrap();
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(MAN_DIR);
+        let names = |dir: &std::path::Path| {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(fresh.path()),
+            names(&repo),
+            "run `cargo run -- manpage --dir man`"
+        );
+        for name in names(fresh.path()) {
+            let want = std::fs::read_to_string(fresh.path().join(&name)).unwrap();
+            let have = std::fs::read_to_string(repo.join(&name)).unwrap();
+            assert!(
+                want == have,
+                "man/{name} is out of date: run `cargo run -- manpage --dir man`"
+            );
+        }
+        let mut top = Vec::new();
+        manpage(&mut top).unwrap();
+        let top = String::from_utf8(top).unwrap();
+        assert_eq!(
+            top,
+            std::fs::read_to_string(repo.join("gshare.1")).unwrap(),
+            "`gshare manpage` differs from man/gshare.1"
+        );
+        assert!(top.contains("receive"), "{top}");
+        assert!(!top.contains("manpage"), "the hidden subcommand is listed");
     }
 }

@@ -34,6 +34,19 @@ fn main() -> ExitCode {
         );
         return Exit::Ok.into();
     }
+    if let Command::Manpage { dir } = &cli.command {
+        let written = match dir {
+            Some(dir) => cli::manpages(dir),
+            None => cli::manpage(&mut std::io::stdout()),
+        };
+        return match written {
+            Ok(()) => Exit::Ok.into(),
+            Err(e) => {
+                eprintln!("gshare: cannot write the manual page: {e}");
+                Exit::Failure.into()
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,7 +74,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Receive(args) => {
             transfer::receive(&settings, &args.options(&cli.global, &settings)).await
         }
-        Command::Completions { .. } => Ok(()),
+        Command::Completions { .. } | Command::Manpage { .. } => Ok(()),
     }
 }
 
