@@ -141,6 +141,11 @@ pub struct ReceiveArgs {
     /// `max-concurrent`). With --once or -o -, one at a time.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent: Option<u16>,
+    /// With --auto-accept, decline offers larger than SIZE (like 500M or 2G;
+    /// config file `max-size`). Offers larger than the free space of the
+    /// output directory are always declined.
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    pub max_size: Option<u64>,
 }
 
 /// Shown under `--help`.
@@ -214,6 +219,7 @@ impl ReceiveArgs {
                 .map(usize::from)
                 .or(settings.max_concurrent)
                 .unwrap_or(DEFAULT_MAX_CONCURRENT),
+            max_size: self.max_size.or(settings.max_size),
         }
     }
 }

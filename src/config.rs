@@ -36,6 +36,17 @@ pub struct ConfigFile {
     pub bind: Option<std::net::IpAddr>,
     /// `gshare receive`: how many transfers at once (`--max-concurrent`).
     pub max_concurrent: Option<usize>,
+    /// `gshare receive`: the largest offer auto-accept takes (`--max-size`):
+    /// bytes, or a text like `"500M"`.
+    pub max_size: Option<SizeSetting>,
+}
+
+/// A size in the config file: a number of bytes or a text like `"2G"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Bytes(u64),
+    Text(String),
 }
 
 /// Why the settings do not work.
@@ -62,6 +73,8 @@ pub struct Settings {
     /// The config file's `max-concurrent`, for the receive command's
     /// default (its flag wins).
     pub max_concurrent: Option<usize>,
+    /// The config file's `max-size` in bytes (its flag wins).
+    pub max_size: Option<u64>,
 }
 
 /// Where the config file is looked for by default.
@@ -103,6 +116,20 @@ pub fn load_file(explicit: Option<&Path>) -> Result<(ConfigFile, String), Config
 /// Merges flags over the environment over the file, and fetches the password.
 pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
     let (file, shown) = load_file(args.config.as_deref())?;
+    let max_size = match &file.max_size {
+        None => None,
+        Some(SizeSetting::Bytes(n)) => Some(*n),
+        Some(SizeSetting::Text(t)) => Some(parse_size(t).map_err(|reason| {
+            ConfigError::File {
+                path: args
+                    .config
+                    .clone()
+                    .or_else(default_config_path)
+                    .unwrap_or_default(),
+                reason: format!("max-size: {reason}"),
+            }
+        })?),
+    };
     let jid = args
         .jid
         .clone()
@@ -139,7 +166,34 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
         },
         bind: args.bind.or(file.bind),
         max_concurrent: file.max_concurrent,
+        max_size,
     })
+}
+
+/// Parses `1234`, `500K`, `500M`, `2G`, `1T` (binary multiples; `KiB`,
+/// `MB`, … are accepted too, all meaning powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?} is not a size (like 500M or 2G)")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 500M or 2G)"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is too large a size"));
+    }
+    Ok(bytes as u64)
 }
 
 fn first_line(text: &str) -> String {
@@ -184,7 +238,8 @@ resource = "laptop"
 password-command = "pass show xmpp"
 stun = ["stun.example.net:3478"]
 bind = "192.0.2.1"
-max-concurrent = 2"#,
+max-concurrent = 2
+max-size = "2G""#,
         )
         .unwrap();
         assert_eq!(c.jid.as_deref(), Some("romeo@montague.lit"));
@@ -192,6 +247,24 @@ max-concurrent = 2"#,
         assert_eq!(c.password_command.as_deref(), Some("pass show xmpp"));
         assert_eq!(c.bind, Some([192, 0, 2, 1].into()));
         assert_eq!(c.max_concurrent, Some(2));
+        assert!(matches!(c.max_size, Some(SizeSetting::Text(ref t)) if t == "2G"));
+        let n: ConfigFile = toml::from_str("max-size = 1000").unwrap();
+        assert!(matches!(n.max_size, Some(SizeSetting::Bytes(1000))));
+    }
+
+    #[test]
+    fn sizes_parse_as_people_write_them() {
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("-5M").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -256,6 +256,106 @@ fn a_full_disk_is_a_clear_error_and_nothing_is_left() {
     assert_reasons_for_people(&lines);
 }
 
+/// A small tmpfs at `dir`, unmounted on drop.
+struct SmallDisk<'a>(&'a Path);
+
+impl<'a> SmallDisk<'a> {
+    fn mount(dir: &'a Path, options: &str) -> SmallDisk<'a> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "cannot mount a small tmpfs (the tests run as root in CI)"
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_disk_that_fills_during_the_transfer_is_a_clear_error_and_nothing_is_left() {
+    // The offer fits the free space, but the disk runs out of inodes while
+    // the folder is unpacked: the write path's error, not the offer check.
+    let p = Prosody::start(&[ROMEO, JULIET]);
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("many");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..64 {
+        std::fs::write(tree.join(format!("f{i:02}.txt")), b"x").unwrap();
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let _disk = SmallDisk::mount(mnt.path(), "size=8m,nr_inodes=16");
+    let (recv, lines) = receiver(&p, mnt.path(), &[]);
+    let send = sender(&p, &tree, &[]);
+    let (rcode, rerr) = exit_of(recv, Duration::from_secs(60));
+    let (scode, serr) = exit_of(send, Duration::from_secs(60));
+    assert_eq!(rcode, 7, "{rerr}");
+    assert!(rerr.contains("many"), "{rerr}");
+    assert!(rerr.to_lowercase().contains("no space"), "{rerr}");
+    assert!(!rerr.contains("declined"), "the offer check fired: {rerr}");
+    assert_ne!(scode, 0, "the sender was not told: {serr}");
+    assert_empty_dir(mnt.path());
+    assert_for_people("the receiver", &rerr);
+    assert_reasons_for_people(&lines);
+}
+
+#[test]
+fn an_offer_larger_than_max_size_is_declined_with_the_reason() {
+    let p = Prosody::start(&[ROMEO, JULIET]);
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("two-mib.bin");
+    write_random(&f, 2 << 20, 7);
+    let out = tempfile::tempdir().unwrap();
+    let (recv, lines) = receiver(&p, out.path(), &["--max-size", "1M"]);
+    let send = sender(&p, &f, &[]);
+    let (scode, serr) = exit_of(send, Duration::from_secs(60));
+    let (rcode, rerr) = exit_of(recv, Duration::from_secs(60));
+    assert_eq!(scode, 5, "{serr}");
+    assert_eq!(rcode, 7, "{rerr}");
+    assert!(
+        rerr.contains("two-mib.bin") && rerr.contains("--max-size"),
+        "{rerr}"
+    );
+    let rejected = wait_line(&lines, "\"rejected\"", Duration::from_secs(5));
+    assert!(rejected.contains("\"too large\""), "{rejected}");
+    assert!(rejected.contains("romeo@localhost"), "{rejected}");
+    assert_empty_dir(out.path());
+    assert_for_people("the receiver", &rerr);
+    assert_for_people("the sender", &serr);
+}
+
+#[test]
+fn an_offer_larger_than_the_free_space_is_declined_with_the_reason() {
+    let p = Prosody::start(&[ROMEO, JULIET]);
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("three-mib.bin");
+    write_random(&f, 3 << 20, 8);
+    let mnt = tempfile::tempdir().unwrap();
+    let _disk = SmallDisk::mount(mnt.path(), "size=2m");
+    let (recv, lines) = receiver(&p, mnt.path(), &[]);
+    let send = sender(&p, &f, &[]);
+    let (scode, serr) = exit_of(send, Duration::from_secs(60));
+    let (rcode, rerr) = exit_of(recv, Duration::from_secs(60));
+    // Declined before a byte moved: the sender hears a decline.
+    assert_eq!(scode, 5, "{serr}");
+    assert_eq!(rcode, 7, "{rerr}");
+    assert!(
+        rerr.contains("three-mib.bin") && rerr.contains("no space"),
+        "{rerr}"
+    );
+    let rejected = wait_line(&lines, "\"rejected\"", Duration::from_secs(5));
+    assert!(rejected.contains("\"no space\""), "{rejected}");
+    assert_empty_dir(mnt.path());
+}
+
 #[test]
 fn very_verbose_shows_stanzas_but_never_the_password() {
     let p = Prosody::start(&[ROMEO, JULIET]);

@@ -35,6 +35,7 @@ mod report;
 mod send;
 mod serve;
 mod signalling;
+mod space;
 pub mod tar;
 
 use std::net::SocketAddr;
@@ -121,6 +122,8 @@ pub struct ReceiveOptions {
     /// How many transfers may run at once (at least 1); further offers are
     /// declined as busy.
     pub max_concurrent: usize,
+    /// Auto-accept declines an offer larger than this many bytes.
+    pub max_size: Option<u64>,
 }
 
 /// The default of [`ReceiveOptions::max_concurrent`].

@@ -37,6 +37,8 @@ struct Transfer {
     received: Vec<u64>,
     all_done: bool,
     failure: Option<String>,
+    /// Declined here because it cannot fit: why.
+    refused: Option<String>,
     bars: TransferReport,
 }
 
@@ -125,6 +127,7 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         allow,
         interactive,
         auto_accept: opts.auto_accept,
+        max_size: opts.max_size,
         once: opts.once,
         stall: timeout,
         bound,
@@ -161,6 +164,8 @@ struct Receiver {
     /// Offers are asked about on the terminal.
     interactive: bool,
     auto_accept: bool,
+    /// Auto-accept takes nothing larger.
+    max_size: Option<u64>,
     once: bool,
     /// No byte for this long ends a transfer.
     stall: std::time::Duration,
@@ -283,12 +288,24 @@ impl Receiver {
             let _ = self.sig.machine.reject(Instant::now(), handle);
             return;
         }
-        self.report.event(
+        let refused = self.cannot_fit(&manifest);
+        if let Some((reason, why)) = &refused {
+            info!(%from, reason, "offer declined: it cannot fit");
+            self.report
+                .say(format!("Declined {what} from {from}: {why}"));
+            self.report.event(
+                "rejected",
+                json!({"from": from.to_string(), "reason": reason, "detail": why,
+                       "total": manifest.total_size()}),
+            );
+        } else {
+            self.report.event(
             "offer",
             json!({"from": from.to_string(), "total": manifest.total_size(),
                 "items": manifest.items.iter().map(|i| json!({"name": i.name, "size": i.size,
                     "kind": if i.kind == ItemKind::Folder { "folder" } else { "file" }})).collect::<Vec<_>>()}),
         );
+        }
         let label = from
             .node()
             .map(|n| n.to_string())
@@ -303,9 +320,17 @@ impl Receiver {
                 source_path,
                 all_done: false,
                 failure: None,
+                refused: refused.map(|(_, why)| why),
             },
         );
-        if self.auto_accept {
+        if self
+            .transfers
+            .get(&handle)
+            .is_some_and(|t| t.refused.is_some())
+        {
+            // Ends as a failed transfer (exit 7; with --once, the run).
+            let _ = self.decisions.send((handle, false));
+        } else if self.auto_accept {
             let _ = self.decisions.send((handle, true));
         } else if prompt {
             self.prompting = Some(handle);
@@ -320,6 +345,52 @@ impl Receiver {
             ));
             let _ = self.decisions.send((handle, false));
         }
+    }
+
+    /// Why an offer cannot be taken, if it cannot: larger than the free
+    /// space of the output directory (less what the running transfers still
+    /// need), or, for auto-accept, larger than --max-size. `(reason for
+    /// the JSON event, sentence)`.
+    fn cannot_fit(&self, manifest: &Manifest) -> Option<(&'static str, String)> {
+        let total = manifest.total_size();
+        if self.auto_accept
+            && let Some(max) = self.max_size
+            && total > max
+        {
+            return Some((
+                "too large",
+                format!(
+                    "it is larger than --max-size ({} > {})",
+                    human_size(total),
+                    human_size(max)
+                ),
+            ));
+        }
+        let Output::Dir { dir, .. } = &self.output else {
+            return None;
+        };
+        let free = super::space::free_space(dir)?;
+        let promised: u64 = self
+            .transfers
+            .values()
+            .map(|t| {
+                t.manifest
+                    .total_size()
+                    .saturating_sub(t.received.iter().sum())
+            })
+            .sum();
+        let available = free.saturating_sub(promised);
+        (total > available).then(|| {
+            (
+                "no space",
+                format!(
+                    "no space for it: it needs {}, and {} has {} free",
+                    human_size(total),
+                    dir.display(),
+                    human_size(available)
+                ),
+            )
+        })
     }
 
     fn on_decision(&mut self, handle: SessionHandle, yes: bool) -> Step {
@@ -618,6 +689,16 @@ fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
         )
     {
         return Ok(bytes);
+    }
+    if let Some(why) = &a.refused {
+        return Err(Failure::new(
+            Exit::TransferFailed,
+            format!(
+                "declined {} from {}: {why}",
+                describe_offer(&a.manifest),
+                a.peer
+            ),
+        ));
     }
     let why = match (&a.failure, reason) {
         (Some(f), _) => f.clone(),
