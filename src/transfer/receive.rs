@@ -299,12 +299,7 @@ impl Receiver {
                        "total": manifest.total_size()}),
             );
         } else {
-            self.report.event(
-            "offer",
-            json!({"from": from.to_string(), "total": manifest.total_size(),
-                "items": manifest.items.iter().map(|i| json!({"name": i.name, "size": i.size,
-                    "kind": if i.kind == ItemKind::Folder { "folder" } else { "file" }})).collect::<Vec<_>>()}),
-        );
+            self.report.event("offer", offer_event(&from, &manifest));
         }
         let label = from
             .node()
@@ -613,6 +608,23 @@ impl Receiver {
             (o, _) => o,
         }
     }
+}
+
+/// The `offer` event: who offers what.
+fn offer_event(from: &Jid, manifest: &Manifest) -> serde_json::Value {
+    let items: Vec<_> = manifest
+        .items
+        .iter()
+        .map(|i| {
+            let kind = if i.kind == ItemKind::Folder {
+                "folder"
+            } else {
+                "file"
+            };
+            json!({"name": i.name, "size": i.size, "kind": kind})
+        })
+        .collect();
+    json!({"from": from.to_string(), "total": manifest.total_size(), "items": items})
 }
 
 /// Tells the user how a received session ended.
