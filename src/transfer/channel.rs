@@ -152,7 +152,7 @@ pub struct Link {
 }
 
 /// The seam for the private extension (`urn:gshare:secure:1`,
-/// docs/protocol.md §G): the job state fills this from the session's
+/// docs/protocol.md §H.2, §H.3): the job state fills this from the session's
 /// `Offer`/`Accepted` events and passes it to [`Channels::start`]; the serve
 /// and fetch jobs read it to wrap the stream (TLS) and to check digests or
 /// resume. Empty today: a classic session negotiates nothing.

@@ -1,5 +1,5 @@
 //! The receiver's job on one open channel: GET every item of the manifest
-//! over one keep-alive HTTP connection (docs/protocol.md §A.6) and save it
+//! over one keep-alive HTTP connection (docs/protocol.md §D.3) and save it
 //! through `.part` files ([`super::files`]) or the folder unpacker
 //! ([`super::tar`]), reporting progress to the receive job.
 

@@ -1,5 +1,5 @@
 //! The sender's job on one open channel: the HTTP server of `crate::http`
-//! answering the receiver's GETs from the catalog (docs/protocol.md §A.6).
+//! answering the receiver's GETs from the catalog (docs/protocol.md §D.1–§D.3).
 
 use std::sync::Arc;
 
