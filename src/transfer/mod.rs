@@ -13,7 +13,7 @@
 //! its session; `serve.rs` (sender) and `fetch.rs` (receiver) are the jobs
 //! on an open stream; `report.rs` is what users see.
 //!
-//! Where the private extension (`urn:gshare:secure:1`, docs/protocol.md §G)
+//! Where the private extension (`urn:gshare:secure:1`, docs/protocol.md §H.2)
 //! plugs in: the receiver reads the sender's offer in `Receiver::on_offer`
 //! (`SessionEvent::Offer`), answers in `Receiver::on_decision` (today
 //! `accept`, then `accept_with`), and hands what was agreed to
