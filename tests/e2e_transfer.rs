@@ -146,6 +146,26 @@ fn transfer_ok(files: &[PathBuf]) -> (tempfile::TempDir, Vec<String>) {
     (out, events)
 }
 
+/// What a person reads is sentences: no Rust debug forms (`{ .. }` of a
+/// struct, `Some(..)`) on stderr (without -v) or in a JSON event's `reason`.
+fn for_people(who: &str, stderr: &str, events: &[String]) {
+    for line in stderr.lines() {
+        assert!(
+            !line.contains('{') && !line.contains("Some("),
+            "{who} showed a debug form: {line}\n{stderr}"
+        );
+    }
+    for e in events {
+        let v: serde_json::Value = serde_json::from_str(e).unwrap();
+        if let Some(reason) = v.get("reason").and_then(|r| r.as_str()) {
+            assert!(
+                !reason.contains('{') && !reason.contains("Some("),
+                "{who}: a JSON reason with a debug form: {e}"
+            );
+        }
+    }
+}
+
 fn check_same(src: &Path, dst: &Path) {
     assert_eq!(
         sha256_file(src),
@@ -354,9 +374,11 @@ fn declined_without_a_terminal_exits_5() {
     let stderr = String::from_utf8_lossy(&sent.stderr);
     assert_eq!(sent.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("juliet@localhost"), "{stderr}");
-    let (code, _, _) = recv.finish(Duration::from_secs(30));
+    let (code, err, events) = recv.finish(Duration::from_secs(30));
     assert_ne!(code, 0);
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    for_people("the sender", &stderr, &[]);
+    for_people("the receiver", &err, &events);
 }
 
 fn interrupt(child: &Child) {
@@ -410,7 +432,7 @@ fn big_transfer_under_way() -> (
 fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
     let (_p, _src, out, recv, sender) = big_transfer_under_way();
     interrupt(&recv.child);
-    let (code, _, _) = recv.finish(Duration::from_secs(30));
+    let (code, err, events) = recv.finish(Duration::from_secs(30));
     assert_eq!(code, 6);
     let s = sender.wait_with_output().unwrap();
     assert_ne!(
@@ -420,6 +442,8 @@ fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
         String::from_utf8_lossy(&s.stderr)
     );
     no_final_file(out.path(), "huge.bin");
+    for_people("the receiver", &err, &events);
+    for_people("the sender", &String::from_utf8_lossy(&s.stderr), &[]);
 }
 
 #[test]
@@ -433,10 +457,12 @@ fn sender_cancels_mid_transfer_receiver_exits_7_and_nothing_is_kept() {
         "{}",
         String::from_utf8_lossy(&s.stderr)
     );
-    let (code, err, _) = recv.finish(Duration::from_secs(30));
+    let (code, err, events) = recv.finish(Duration::from_secs(30));
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("romeo@localhost"), "{err}");
     no_final_file(out.path(), "huge.bin");
+    for_people("the receiver", &err, &events);
+    for_people("the sender", &String::from_utf8_lossy(&s.stderr), &[]);
 }
 
 #[test]
@@ -463,7 +489,7 @@ fn unwritable_output_is_a_clear_error_and_the_sender_is_told() {
     };
     let recv = Receiver::start(&p, &target, &["--auto-accept"]);
     let sent = send(&p, &[&f], &[]);
-    let (code, err, _) = recv.finish(Duration::from_secs(60));
+    let (code, err, events) = recv.finish(Duration::from_secs(60));
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("x.bin"), "{err}");
     assert_ne!(
@@ -472,6 +498,8 @@ fn unwritable_output_is_a_clear_error_and_the_sender_is_told() {
         "{}",
         String::from_utf8_lossy(&sent.stderr)
     );
+    for_people("the receiver", &err, &events);
+    for_people("the sender", &String::from_utf8_lossy(&sent.stderr), &[]);
 }
 
 /// A recipient that is online with the share caps but never answers the
@@ -526,6 +554,7 @@ async fn send_to_silent_peer(ack: bool) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("juliet@localhost/silent"), "{stderr}");
+    for_people("the sender", &stderr, &[]);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
