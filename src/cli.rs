@@ -75,8 +75,9 @@ pub struct GlobalArgs {
     /// Print only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// One JSON object per line on stdout for scripts (events: offer,
-    /// accepted, progress, item, done, failed).
+    /// One JSON object per line on stdout for scripts (events: ready,
+    /// offer, accepted, rejected, progress, item, skipped, done, failed;
+    /// on receive each carries `from`).
     #[arg(long, global = true)]
     pub json: bool,
 }
