@@ -697,3 +697,153 @@ fn over_max_concurrent_an_offer_is_declined_as_busy() {
     assert_ne!(r.status.code(), Some(0));
     no_final_file(out.path(), "huge.bin");
 }
+
+/// A command run on a terminal (`script` gives it a pseudo-terminal): what
+/// it prints (stdout and stderr, as the terminal shows them) and a way to
+/// type.
+struct OnTerminal {
+    child: Child,
+    typed: std::process::ChildStdin,
+    screen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl OnTerminal {
+    fn start(cmd: &std::process::Command) -> OnTerminal {
+        let quote =
+            |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+        let mut line = quote(cmd.get_program());
+        for a in cmd.get_args() {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        let mut script = std::process::Command::new("script");
+        script.args(["-qfec", &line, "/dev/null"]);
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        let mut child = script
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run script (util-linux)");
+        let typed = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let s = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        OnTerminal {
+            child,
+            typed,
+            screen,
+        }
+    }
+
+    /// Waits until the screen shows `needle` `times` times.
+    fn wait_for(&self, needle: &str, times: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen.lock().unwrap().clone();
+            if screen.matches(needle).count() >= times {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {needle:?} {times} times:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn type_line(&mut self, text: &str) {
+        self.typed.write_all(text.as_bytes()).unwrap();
+        self.typed.write_all(b"\n").unwrap();
+        self.typed.flush().unwrap();
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn on_a_terminal_a_second_offer_waits_for_its_question() {
+    let p = Prosody::start(&[ROMEO, JULIET, MERCUTIO]);
+    let src = tempfile::tempdir().unwrap();
+    let a = src.path().join("from-romeo.bin");
+    write_random(&a, 50_000, 11);
+    let b = src.path().join("from-mercutio.bin");
+    write_random(&b, 60_000, 12);
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = p.gshare(JULIET.0, JULIET.1);
+    cmd.args(["receive", "--bind", "127.0.0.1", "-o"])
+        .arg(out.path());
+    let mut term = OnTerminal::start(&cmd);
+    term.wait_for("Waiting for offers", 1, Duration::from_secs(20));
+    let romeo = p
+        .gshare(ROMEO.0, ROMEO.1)
+        .args(["send", "--bind", "127.0.0.1"])
+        .arg(&a)
+        .arg(Prosody::jid(JULIET.0))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    term.wait_for("from romeo@localhost", 1, Duration::from_secs(30));
+    term.wait_for("[y/N]", 1, Duration::from_secs(5));
+    let mercutio = p
+        .gshare(MERCUTIO.0, MERCUTIO.1)
+        .args(["send", "--bind", "127.0.0.1"])
+        .arg(&b)
+        .arg(Prosody::jid(JULIET.0))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mercutio's offer is neither declined nor asked about while the first
+    // question is open: it waits.
+    term.wait_for("waits for your answer", 1, Duration::from_secs(30));
+    let asked = term.screen.lock().unwrap().matches("[y/N]").count();
+    assert_eq!(asked, 1, "a second question while the first is open");
+    term.type_line("y");
+    term.wait_for("[y/N]", 2, Duration::from_secs(10));
+    let screen = term.screen.lock().unwrap().clone();
+    let second = screen
+        .lines()
+        .filter(|l| l.contains("[y/N]"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        second.contains("\"from-mercutio.bin\"") && second.contains("mercutio@localhost/"),
+        "{screen}"
+    );
+    term.type_line("y");
+    for (who, sender) in [("romeo", romeo), ("mercutio", mercutio)] {
+        let o = sender.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{who}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    term.wait_for("Received", 2, Duration::from_secs(30));
+    check_same(&a, &out.path().join("from-romeo.bin"));
+    check_same(&b, &out.path().join("from-mercutio.bin"));
+}

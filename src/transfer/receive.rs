@@ -7,7 +7,7 @@
 //! with its own session, channel, bars and events (every event carries
 //! `from`); [`ReceiveOptions::max_concurrent`] bounds them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -136,6 +136,7 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         ctl: ctl_tx,
         decisions: decision_tx,
         prompting: None,
+        questions: VecDeque::new(),
         last_error: None,
     };
     let ctrl_c = tokio::signal::ctrl_c();
@@ -178,6 +179,9 @@ struct Receiver {
     decisions: mpsc::UnboundedSender<(SessionHandle, bool)>,
     /// The offer asked about on the terminal (one question at a time).
     prompting: Option<SessionHandle>,
+    /// Offers waiting for their question, in arrival order, with it. Each
+    /// is in `transfers`, so `bound` bounds this too.
+    questions: VecDeque<(SessionHandle, String)>,
     /// The last transfer that failed (the run's exit code without --once).
     last_error: Option<Failure>,
 }
@@ -227,8 +231,15 @@ impl Receiver {
                     None
                 }
                 SessionEvent::Terminated { handle, reason } => {
-                    if self.prompting == Some(handle) {
-                        self.prompting = None;
+                    if self.prompting == Some(handle)
+                        && let Some(t) = self.transfers.get(&handle)
+                    {
+                        // The question stays until it is answered: its
+                        // thread owns the terminal's input until then.
+                        self.report.say(format!(
+                            "{} withdrew the offer; press Enter to go on",
+                            t.peer
+                        ));
                     }
                     self.end_transfer(handle, reason)
                 }
@@ -269,16 +280,6 @@ impl Receiver {
             return;
         }
         let prompt = !self.auto_accept && self.interactive;
-        if prompt && self.prompting.is_some() {
-            self.decline(
-                handle,
-                &from,
-                &what,
-                "busy asking about another offer",
-                "busy",
-            );
-            return;
-        }
         if matches!(self.output, Output::Stdout)
             && !(manifest.items.len() == 1 && manifest.items[0].kind == ItemKind::File)
         {
@@ -328,12 +329,14 @@ impl Receiver {
         } else if self.auto_accept {
             let _ = self.decisions.send((handle, true));
         } else if prompt {
-            self.prompting = Some(handle);
-            let question = format!("Accept {what} from {from}? [y/N] ");
-            let tx = self.decisions.clone();
-            tokio::task::spawn_blocking(move || {
-                let _ = tx.send((handle, ask(&question)));
-            });
+            if self.prompting.is_some() {
+                self.report.say(format!(
+                    "\n{what} from {from} waits for your answer to the question before"
+                ));
+            }
+            self.questions
+                .push_back((handle, format!("Accept {what} from {from}? [y/N] ")));
+            self.ask_next();
         } else {
             self.report.say(format!(
                 "Declined {what} from {from}: no terminal to ask on (use --auto-accept)"
@@ -388,10 +391,35 @@ impl Receiver {
         })
     }
 
+    /// Asks the next waiting question, unless one is open: one question at
+    /// a time on the terminal.
+    fn ask_next(&mut self) {
+        if self.prompting.is_some() {
+            return;
+        }
+        while let Some((handle, question)) = self.questions.pop_front() {
+            if !self.transfers.contains_key(&handle) {
+                continue; // withdrawn while it waited
+            }
+            self.prompting = Some(handle);
+            let tx = self.decisions.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send((handle, ask(&question)));
+            });
+            return;
+        }
+    }
+
     fn on_decision(&mut self, handle: SessionHandle, yes: bool) -> Step {
         if self.prompting == Some(handle) {
             self.prompting = None;
         }
+        let step = self.decide(handle, yes);
+        self.ask_next();
+        step
+    }
+
+    fn decide(&mut self, handle: SessionHandle, yes: bool) -> Step {
         let t = self.transfers.get_mut(&handle)?;
         let now = Instant::now();
         if !yes {
