@@ -133,6 +133,11 @@ pub struct ReceiveArgs {
     /// `max-concurrent`). With --once or -o -, one at a time.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent: Option<u16>,
+    /// From a gshare sender, start over instead of continuing a partial file
+    /// of an interrupted transfer, and keep nothing if this one is
+    /// interrupted (config file `no-resume`).
+    #[arg(long)]
+    pub no_resume: bool,
 }
 
 /// Shown under `--help`.
@@ -206,6 +211,10 @@ impl ReceiveArgs {
                 .map(usize::from)
                 .or(settings.max_concurrent)
                 .unwrap_or(DEFAULT_MAX_CONCURRENT),
+            no_resume: self.no_resume || settings.no_resume,
+            resume_max_age: settings
+                .resume_max_age
+                .unwrap_or(gshare::transfer::files::DEFAULT_RESUME_MAX_AGE),
         }
     }
 }

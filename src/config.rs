@@ -36,6 +36,11 @@ pub struct ConfigFile {
     pub bind: Option<std::net::IpAddr>,
     /// `gshare receive`: how many transfers at once (`--max-concurrent`).
     pub max_concurrent: Option<usize>,
+    /// `gshare receive`: neither resume nor keep partial files (`--no-resume`).
+    pub no_resume: Option<bool>,
+    /// `gshare receive`: partial files older than this are removed, e.g.
+    /// `"3d"`, `"12h"`, `"90m"`, `"3600s"` or seconds (default 3 days).
+    pub resume_max_age: Option<String>,
 }
 
 /// Why the settings do not work.
@@ -62,6 +67,28 @@ pub struct Settings {
     /// The config file's `max-concurrent`, for the receive command's
     /// default (its flag wins).
     pub max_concurrent: Option<usize>,
+    /// The config file's `no-resume` (the flag can only switch it on).
+    pub no_resume: bool,
+    /// The config file's `resume-max-age`, parsed.
+    pub resume_max_age: Option<std::time::Duration>,
+}
+
+/// Parses an age such as `3d`, `12h`, `90m`, `3600s` or `3600` (seconds).
+pub fn parse_age(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }
 
 /// Where the config file is looked for by default.
@@ -103,6 +130,15 @@ pub fn load_file(explicit: Option<&Path>) -> Result<(ConfigFile, String), Config
 /// Merges flags over the environment over the file, and fetches the password.
 pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
     let (file, shown) = load_file(args.config.as_deref())?;
+    let resume_max_age = match &file.resume_max_age {
+        None => None,
+        Some(text) => Some(parse_age(text).ok_or_else(|| ConfigError::File {
+            path: PathBuf::from(&shown),
+            reason: format!(
+                "resume-max-age {text:?} is not an age like \"3d\", \"12h\", \"90m\" or \"3600s\""
+            ),
+        })?),
+    };
     let jid = args
         .jid
         .clone()
@@ -139,6 +175,8 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
         },
         bind: args.bind.or(file.bind),
         max_concurrent: file.max_concurrent,
+        no_resume: file.no_resume.unwrap_or(false),
+        resume_max_age,
     })
 }
 
@@ -206,5 +244,18 @@ max-concurrent = 2"#,
             "secret"
         );
         assert!(password_from_command("exit 3").is_err());
+    }
+
+    #[test]
+    fn resume_ages() {
+        let d = std::time::Duration::from_secs;
+        assert_eq!(parse_age("3d"), Some(d(3 * 86_400)));
+        assert_eq!(parse_age("12h"), Some(d(12 * 3600)));
+        assert_eq!(parse_age("90m"), Some(d(5400)));
+        assert_eq!(parse_age("3600s"), Some(d(3600)));
+        assert_eq!(parse_age(" 42 "), Some(d(42)));
+        for bad in ["", "d", "3w", "-1", "1.5h", "99999999999999999999d"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
     }
 }

@@ -108,6 +108,11 @@ pub struct ReceiveOptions {
     /// How many transfers may run at once (at least 1); further offers are
     /// declined as busy.
     pub max_concurrent: usize,
+    /// Neither continue partial files of interrupted transfers nor keep
+    /// them (gshare senders only; classic peers never resume).
+    pub no_resume: bool,
+    /// Partial files older than this are removed when `receive` starts.
+    pub resume_max_age: Duration,
 }
 
 /// The default of [`ReceiveOptions::max_concurrent`].

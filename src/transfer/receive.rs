@@ -18,7 +18,7 @@ use tokio_xmpp::parsers::jid::{BareJid, Jid};
 use tracing::{debug, info};
 
 use super::channel::{ChannelEvent, ChannelMsg, ChannelSpec, Channels, Negotiated};
-use super::fetch::{FetchEvent, FetchJob, Output};
+use super::fetch::{FetchEvent, FetchJob, Integrity, Output};
 use super::report::{Reporter, TransferReport, describe_items, human_rate, human_size};
 use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, ReceiveOptions, login};
@@ -35,6 +35,8 @@ struct Transfer {
     source_path: String,
     /// Bytes received per item (one entry per manifest item).
     received: Vec<u64>,
+    /// The sender's `<secure>` extension (gshare peers only).
+    extension: Option<session::Extension>,
     all_done: bool,
     failure: Option<String>,
     bars: TransferReport,
@@ -66,6 +68,17 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
                     Exit::Usage,
                     format!("-o {}: {e}", dir.display()),
                 ));
+            }
+        }
+        // Partials of transfers that were never resumed go after a while.
+        if !opts.no_resume {
+            let (d, age) = (dir.clone(), opts.resume_max_age);
+            match tokio::task::spawn_blocking(move || super::files::remove_stale_partials(&d, age))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => info!(n, "removed partial files older than the resume age"),
+                Ok(Err(e)) => debug!(%e, "cannot look for old partial files"),
+                _ => {}
             }
         }
         Output::Dir {
@@ -126,6 +139,7 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         interactive,
         auto_accept: opts.auto_accept,
         once: opts.once,
+        no_resume: opts.no_resume,
         stall: timeout,
         bound,
         transfers: HashMap::new(),
@@ -162,6 +176,8 @@ struct Receiver {
     interactive: bool,
     auto_accept: bool,
     once: bool,
+    /// `--no-resume`: neither continue nor keep partial files.
+    no_resume: bool,
     /// No byte for this long ends a transfer.
     stall: std::time::Duration,
     /// At most this many transfers (offers waiting for a decision count):
@@ -207,9 +223,10 @@ impl Receiver {
                     from,
                     manifest,
                     source_path,
+                    extension,
                     ..
                 } => {
-                    self.on_offer(handle, from, manifest, source_path);
+                    self.on_offer(handle, from, manifest, source_path, extension);
                     None
                 }
                 SessionEvent::RemoteCandidates {
@@ -253,6 +270,7 @@ impl Receiver {
         from: Jid,
         manifest: Manifest,
         source_path: String,
+        extension: Option<session::Extension>,
     ) {
         let what = describe_offer(&manifest);
         if !allowed(&self.allow, &from) {
@@ -301,6 +319,7 @@ impl Receiver {
                 received: vec![0; manifest.items.len()],
                 manifest,
                 source_path,
+                extension,
                 all_done: false,
                 failure: None,
             },
@@ -332,7 +351,13 @@ impl Receiver {
             let _ = self.sig.machine.reject(now, handle);
             return None;
         }
-        if let Err(e) = self.sig.machine.accept(now, handle) {
+        // Our own extension goes only to a sender that sent one
+        // (docs/protocol.md §H.2): we can resume unless told not to.
+        let ours = t.extension.as_ref().map(|_| session::Extension {
+            resume: !self.no_resume,
+            ..session::Extension::default()
+        });
+        if let Err(e) = self.sig.machine.accept_with(now, handle, ours) {
             debug!(%e, "cannot accept (the offer is gone?)");
             return None;
         }
@@ -357,6 +382,12 @@ impl Receiver {
             manifest: t.manifest.clone(),
             source_path: t.source_path.clone(),
             output: self.output.clone(),
+            integrity: t.extension.as_ref().map(|ext| Integrity {
+                sender: t.peer.to_bare().to_string(),
+                digests: ext.digests.clone(),
+                resume: ext.resume && !self.no_resume,
+                no_resume: self.no_resume,
+            }),
         };
         self.channels.start(
             handle,
@@ -432,6 +463,8 @@ impl Receiver {
                 path,
                 size,
                 sha256,
+                verified,
+                resumed_from,
             } => {
                 if let Some(n) = t.received.get_mut(index) {
                     *n = size;
@@ -449,6 +482,7 @@ impl Receiver {
                     r,
                     "item",
                     json!({"name": name, "size": size, "sha256": sha256,
+                        "verified": verified, "resumed_from": resumed_from,
                         "path": path.map(|p| p.display().to_string())}),
                 );
             }
@@ -635,7 +669,7 @@ fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
     Err(Failure::new(
         Exit::TransferFailed,
         format!(
-            "transfer from {} failed after {}: {why}; nothing partial was kept",
+            "transfer from {} failed after {}: {why}; nothing was saved under its name",
             a.peer,
             human_size(bytes)
         ),
