@@ -24,7 +24,8 @@ use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, ReceiveOptions, login};
 use crate::config::Settings;
 use crate::session::{
-    self, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager, TerminateReason,
+    self, Extension, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager,
+    TerminateReason,
 };
 use crate::xmpp::ConnectOptions;
 
@@ -35,8 +36,8 @@ struct Transfer {
     source_path: String,
     /// Bytes received per item (one entry per manifest item).
     received: Vec<u64>,
-    /// The sender's `<secure>` extension (gshare peers only).
-    extension: Option<session::Extension>,
+    /// The sender's `<secure>` extension, from its offer.
+    extension: Option<Extension>,
     all_done: bool,
     failure: Option<String>,
     bars: TransferReport,
@@ -270,7 +271,7 @@ impl Receiver {
         from: Jid,
         manifest: Manifest,
         source_path: String,
-        extension: Option<session::Extension>,
+        extension: Option<Extension>,
     ) {
         let what = describe_offer(&manifest);
         if !allowed(&self.allow, &from) {
@@ -353,9 +354,9 @@ impl Receiver {
         }
         // Our own extension goes only to a sender that sent one
         // (docs/protocol.md §H.2): we can resume unless told not to.
-        let ours = t.extension.as_ref().map(|_| session::Extension {
+        let ours = t.extension.as_ref().map(|_| Extension {
             resume: !self.no_resume,
-            ..session::Extension::default()
+            ..Extension::default()
         });
         if let Err(e) = self.sig.machine.accept_with(now, handle, ours) {
             debug!(%e, "cannot accept (the offer is gone?)");

@@ -20,7 +20,8 @@ use super::{Exit, Failure, SendOptions, login, parse_target, resolve_target};
 use crate::config::Settings;
 use crate::http::{Catalog, ServeEvent, ServeOptions};
 use crate::session::{
-    self, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager, TerminateReason,
+    self, Extension, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager,
+    TerminateReason,
 };
 use crate::xmpp::ConnectOptions;
 
@@ -164,10 +165,10 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     let mut sig = Signalling::new(xmpp.clone(), incoming, machine);
     // Our extension: the items' digests, and that we answer Range requests
     // (docs/protocol.md §H.2). Classic receivers skip it.
-    let extension = session::Extension {
+    let extension = Extension {
         digests: offered.iter().map(|o| o.sha256).collect(),
         resume: true,
-        ..session::Extension::default()
+        ..Extension::default()
     };
     let handle = sig
         .machine
