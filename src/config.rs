@@ -73,24 +73,6 @@ pub struct Settings {
     pub resume_max_age: Option<std::time::Duration>,
 }
 
-/// Parses an age such as `3d`, `12h`, `90m`, `3600s` or `3600` (seconds).
-pub fn parse_age(text: &str) -> Option<std::time::Duration> {
-    let t = text.trim();
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    Some(std::time::Duration::from_secs(secs))
-}
-
 /// Where the config file is looked for by default.
 pub fn default_config_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
@@ -178,6 +160,24 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
         no_resume: file.no_resume.unwrap_or(false),
         resume_max_age,
     })
+}
+
+/// Parses an age such as `3d`, `12h`, `90m`, `3600s` or `3600` (seconds).
+pub fn parse_age(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }
 
 fn first_line(text: &str) -> String {
