@@ -147,6 +147,11 @@ pub struct ReceiveArgs {
     /// output directory are always declined.
     #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
     pub max_size: Option<u64>,
+    /// From a gshare sender, start over instead of continuing a partial file
+    /// of an interrupted transfer, and keep nothing if this one is
+    /// interrupted (config file `no-resume`).
+    #[arg(long)]
+    pub no_resume: bool,
 }
 
 /// Shown under `--help`.
@@ -221,6 +226,10 @@ impl ReceiveArgs {
                 .or(settings.max_concurrent)
                 .unwrap_or(DEFAULT_MAX_CONCURRENT),
             max_size: self.max_size.or(settings.max_size),
+            no_resume: self.no_resume || settings.no_resume,
+            resume_max_age: settings
+                .resume_max_age
+                .unwrap_or(gshare::transfer::files::DEFAULT_RESUME_MAX_AGE),
         }
     }
 }

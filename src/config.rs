@@ -39,6 +39,11 @@ pub struct ConfigFile {
     /// `gshare receive`: the largest offer auto-accept takes (`--max-size`):
     /// bytes, or a text like `"500M"`.
     pub max_size: Option<SizeSetting>,
+    /// `gshare receive`: neither resume nor keep partial files (`--no-resume`).
+    pub no_resume: Option<bool>,
+    /// `gshare receive`: partial files older than this are removed, e.g.
+    /// `"3d"`, `"12h"`, `"90m"`, `"3600s"` or seconds (default 3 days).
+    pub resume_max_age: Option<String>,
 }
 
 /// A size in the config file: a number of bytes or a text like `"2G"`.
@@ -75,6 +80,10 @@ pub struct Settings {
     pub max_concurrent: Option<usize>,
     /// The config file's `max-size` in bytes (its flag wins).
     pub max_size: Option<u64>,
+    /// The config file's `no-resume` (the flag can only switch it on).
+    pub no_resume: bool,
+    /// The config file's `resume-max-age`, parsed.
+    pub resume_max_age: Option<std::time::Duration>,
 }
 
 /// Where the config file is looked for by default.
@@ -130,6 +139,15 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
             }
         })?),
     };
+    let resume_max_age = match &file.resume_max_age {
+        None => None,
+        Some(text) => Some(parse_age(text).ok_or_else(|| ConfigError::File {
+            path: PathBuf::from(&shown),
+            reason: format!(
+                "resume-max-age {text:?} is not an age like \"3d\", \"12h\", \"90m\" or \"3600s\""
+            ),
+        })?),
+    };
     let jid = args
         .jid
         .clone()
@@ -167,6 +185,8 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
         bind: args.bind.or(file.bind),
         max_concurrent: file.max_concurrent,
         max_size,
+        no_resume: file.no_resume.unwrap_or(false),
+        resume_max_age,
     })
 }
 
@@ -194,6 +214,24 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("{text:?} is too large a size"));
     }
     Ok(bytes as u64)
+}
+
+/// Parses an age such as `3d`, `12h`, `90m`, `3600s` or `3600` (seconds).
+pub fn parse_age(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }
 
 fn first_line(text: &str) -> String {
@@ -279,5 +317,18 @@ max-size = "2G""#,
             "secret"
         );
         assert!(password_from_command("exit 3").is_err());
+    }
+
+    #[test]
+    fn resume_ages() {
+        let d = std::time::Duration::from_secs;
+        assert_eq!(parse_age("3d"), Some(d(3 * 86_400)));
+        assert_eq!(parse_age("12h"), Some(d(12 * 3600)));
+        assert_eq!(parse_age("90m"), Some(d(5400)));
+        assert_eq!(parse_age("3600s"), Some(d(3600)));
+        assert_eq!(parse_age(" 42 "), Some(d(42)));
+        for bad in ["", "d", "3w", "-1", "1.5h", "99999999999999999999d"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
     }
 }

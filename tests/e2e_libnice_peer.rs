@@ -839,6 +839,10 @@ async fn seed_peer_sends_to_gshare_receive(bare_initiator: bool) {
         .find(|l| l.contains("\"item\""))
         .unwrap_or_else(|| panic!("{stdout:#?}"));
     assert!(item.contains(&file_sha), "{item}");
+    // A classic sender announces no digest: the event says so (issue 13).
+    let item: serde_json::Value = serde_json::from_str(item).expect("item is JSON");
+    assert_eq!(item["verified"], false, "{item}");
+    assert_eq!(item["resumed_from"], 0, "{item}");
     if let Some(done) = stdout.iter().find(|l| l.contains("\"done\"")) {
         let done: serde_json::Value = serde_json::from_str(done).expect("done is JSON");
         let secs = done["seconds"].as_f64().unwrap_or(f64::NAN);

@@ -393,11 +393,21 @@ fn no_final_file(dir: &Path, name: &str) {
         !dir.join(name).exists(),
         "{name} exists under its final name"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(dir)
+    // An interrupted gshare → gshare transfer keeps exactly one hidden
+    // resumable partial, `.NAME.gshare-resume-<32 hex>` (issue 13), and
+    // nothing else.
+    let leftovers: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    let prefix = format!(".{name}.gshare-resume-");
+    assert!(
+        leftovers.len() == 1
+            && leftovers[0]
+                .strip_prefix(&prefix)
+                .is_some_and(|k| { k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()) }),
+        "left behind: {leftovers:?}"
+    );
 }
 
 /// A 1 GiB transfer that is flowing (the receiver reported progress):
@@ -429,7 +439,7 @@ fn big_transfer_under_way() -> (
 }
 
 #[test]
-fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
+fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_only_a_hidden_partial_is_kept() {
     let (_p, _src, out, recv, sender) = big_transfer_under_way();
     interrupt(&recv.child);
     let (code, err, events) = recv.finish(Duration::from_secs(30));
@@ -447,7 +457,7 @@ fn receiver_cancels_mid_transfer_sender_exits_nonzero_and_nothing_is_kept() {
 }
 
 #[test]
-fn sender_cancels_mid_transfer_receiver_exits_7_and_nothing_is_kept() {
+fn sender_cancels_mid_transfer_receiver_exits_7_and_only_a_hidden_partial_is_kept() {
     let (_p, _src, out, recv, sender) = big_transfer_under_way();
     interrupt(&sender);
     let s = sender.wait_with_output().unwrap();

@@ -136,8 +136,27 @@ fn assert_empty_dir(dir: &Path) {
     );
 }
 
+/// Nothing under `name` in `dir`, and nothing else but the hidden resumable
+/// partial of `name` (issue 13: an interrupted gshare → gshare transfer keeps
+/// one, `.NAME.gshare-resume-<32 hex>`).
+fn assert_only_partial(dir: &Path, name: &str) {
+    let left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let prefix = format!(".{name}.gshare-resume-");
+    assert!(
+        left.len() == 1
+            && left[0]
+                .strip_prefix(&prefix)
+                .is_some_and(|k| { k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()) }),
+        "expected only the hidden partial of {name} in {}: {left:?}",
+        dir.display()
+    );
+}
+
 #[test]
-fn sender_killed_mid_transfer_receiver_exits_7_and_keeps_nothing() {
+fn sender_killed_mid_transfer_receiver_exits_7_and_keeps_only_a_hidden_partial() {
     let p = Prosody::start(&[ROMEO, JULIET]);
     let src = tempfile::tempdir().unwrap();
     let f = src.path().join("big.bin");
@@ -157,7 +176,7 @@ fn sender_killed_mid_transfer_receiver_exits_7_and_keeps_nothing() {
         killed_at.elapsed()
     );
     assert!(err.contains("romeo@localhost"), "{err}");
-    assert_empty_dir(out.path());
+    assert_only_partial(out.path(), "big.bin");
     assert_for_people("the receiver", &err);
     assert_reasons_for_people(&lines);
 }
@@ -210,7 +229,7 @@ fn prosody_restart_mid_transfer_reports_it_and_never_claims_a_partial_file() {
         assert_eq!(sha256_file(&saved), sha256_file(&f));
     } else {
         assert_eq!(rcode, 7, "{rerr}");
-        assert_empty_dir(out.path());
+        assert_only_partial(out.path(), "big.bin");
     }
     // The sender cannot claim success without the receiver's confirmation.
     assert_ne!(scode, 0, "{serr}");

@@ -1,4 +1,4 @@
-//! The gshare-only HTTP extensions on the wire (docs/protocol.md §D), over `tokio::io::duplex`:
+//! The gshare-only HTTP extensions on the wire (docs/protocol.md §H.3), over `tokio::io::duplex`:
 //! `Range: bytes=N-` answered `206` with `Content-Range` (resume), `416` past the end, the
 //! folder digest trailer, the exact request bytes our client adds — and that a classic
 //! server (the default [`serve`]) ignores `Range` and never sends a trailer, so classic peers

@@ -1,5 +1,5 @@
 //! The receiver's HTTP client: sequential `GET`s on one keep-alive connection
-//! (PROTOCOL.md §D.1 request format, §D.2/§D.3 responses).
+//! (docs/protocol.md §D.1 request format, §D.2/§D.3 responses).
 //!
 //! Requests are exactly `GET <path> HTTP/1.1` with `Host: <sender full JID>:0`,
 //! `Content-Length: 0`, `User-Agent: gshare/<version>`, `Connection: Keep-Alive` (title case,

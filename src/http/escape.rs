@@ -1,4 +1,4 @@
-//! Percent-escaping of item names in request paths (PROTOCOL.md §D.1).
+//! Percent-escaping of item names in request paths (docs/protocol.md §D.1).
 //!
 //! The client escapes every byte outside `A-Za-z0-9-._~` as `%XX` (uppercase hex), which both
 //! libjingle's `url_decode` and GLib's `g_uri_unescape_string` decode. The server decodes `%xx`

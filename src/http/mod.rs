@@ -1,6 +1,6 @@
 //! HTTP/1.1 over any byte stream (in gshare: PseudoTCP), with hyper: the sender's server that
 //! answers the receiver's `GET`s for offered files and folders, and the receiver's client that
-//! fetches them one after another on one keep-alive connection (PROTOCOL.md §D).
+//! fetches them one after another on one keep-alive connection (docs/protocol.md §D).
 //!
 //! hyper does the HTTP framing; what is hand-written here is the Google share dialect around
 //! it: the request format and escaping libjingle and gabble expect, byte-exact name matching

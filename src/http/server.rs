@@ -1,5 +1,5 @@
 //! The sender's HTTP server: answers the receiver's `GET`s for the offered items
-//! (PROTOCOL.md §D.1 matching rules, §D.2 responses) on one keep-alive connection.
+//! (docs/protocol.md §D.1 matching rules, §D.2 responses) on one keep-alive connection.
 //!
 //! A request never names a file on disk: the last path segment is decoded and compared
 //! byte-for-byte with the names in the [`Catalog`], and only the catalog's own paths are opened.
@@ -7,7 +7,7 @@
 //! methods other than GET, absolute-form targets — gets `404` with `Content-Length: 0`.
 //!
 //! Two additions exist only between gshare peers, switched on by [`ServeOptions`] when the
-//! session negotiated them (docs/protocol.md §D; the job passes the flags, classic peers never
+//! session negotiated them (docs/protocol.md §H.3; the job passes the flags, classic peers never
 //! get them and see exactly the classic bytes):
 //! - `Range: bytes=N-` on a file item is answered `206 Partial Content` with
 //!   `Content-Range: bytes N-(size-1)/size` (resume). Any other form of `Range` is ignored (a
@@ -166,7 +166,7 @@ impl Catalog {
 }
 
 /// What the server reports while serving, so the caller can tell whether every byte of every
-/// item went out (PROTOCOL.md §A.7).
+/// item went out (docs/protocol.md §A.7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServeEvent {
     /// A request for item `item` arrived and a 200 (or, resuming, a 206) is being sent.
@@ -184,7 +184,7 @@ pub enum ServeEvent {
         bytes: u64,
     },
     /// The whole body of `item` was handed to the connection (written towards the peer, not
-    /// acknowledged by it: PROTOCOL.md §A.7's byte-count rule).
+    /// acknowledged by it: docs/protocol.md §A.7's byte-count rule).
     Served {
         /// Catalog index.
         item: usize,

@@ -1,5 +1,5 @@
 //! Body producers for the sender: a regular file read in large chunks, or a folder written as
-//! an on-the-fly tar stream (PROTOCOL.md §D.2), each run on a blocking thread that feeds a
+//! an on-the-fly tar stream (docs/protocol.md §D.2), each run on a blocking thread that feeds a
 //! bounded channel so memory stays bounded (`CHANNEL_DEPTH` × `CHUNK_SIZE`).
 //!
 //! The tar writer is hand-written on top of `tar::Header` (not `tar::Builder`) because the
@@ -78,7 +78,7 @@ pub(crate) fn spawn_tar(root: PathBuf, top_name: String, digest: bool) -> mpsc::
 }
 
 /// Sum of the sizes of the regular files under `path` (recursively, symlinks not followed,
-/// special files ignored): the `size` of a `<folder>` in the manifest (PROTOCOL.md §A.3).
+/// special files ignored): the `size` of a `<folder>` in the manifest (docs/protocol.md §A.3).
 /// These are exactly the file bytes the tar stream for the folder carries.
 pub fn folder_size(path: &Path) -> io::Result<u64> {
     fn walk(dir: &Path, depth: usize) -> io::Result<u64> {

@@ -2,14 +2,23 @@
 //! over one keep-alive HTTP connection (docs/protocol.md §D.3) and save it
 //! through `.part` files ([`super::files`]) or the folder unpacker
 //! ([`super::tar`]), reporting progress to the receive job.
+//!
+//! Between gshare peers ([`Integrity`], from the session extension,
+//! docs/protocol.md §H.3) every file is checked against the sender's SHA-256
+//! before it is renamed into place, a folder against the digest trailer of
+//! its tar stream, and a file with a resumable partial on disk is asked for
+//! from where the partial ends (`Range`). A mismatch fails the job: nothing
+//! is saved under the item's name and the receive job ends the session
+//! without `<complete/>`, so the sender fails too.
 
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::channel::{Link, Progress};
-use super::files::PartFile;
+use super::files::{PartFile, ResumeKey, StreamHasher, partial_offset, remove_partial};
 use super::names::safe_file_name;
+use crate::http::GetOptions;
 use crate::session::{ItemKind, Manifest};
 
 /// Progress of a fetch job.
@@ -27,6 +36,10 @@ pub enum FetchEvent {
         path: Option<PathBuf>,
         size: u64,
         sha256: Option<String>,
+        /// `sha256` equals the sender's digest (false with classic peers).
+        verified: bool,
+        /// Bytes that were already on disk from an interrupted transfer.
+        resumed_from: u64,
     },
     ItemSkipped {
         index: usize,
@@ -50,6 +63,79 @@ pub struct FetchJob {
     pub manifest: Manifest,
     pub source_path: String,
     pub output: Output,
+    /// Digests and resume, when the sender is gshare and sent the extension;
+    /// `None` with classic peers (nothing to check against).
+    pub integrity: Option<Integrity>,
+}
+
+/// What the session extension lets the receiver check and resume.
+#[derive(Debug, Clone, Default)]
+pub struct Integrity {
+    /// The sender's bare JID (part of the resume key).
+    pub sender: String,
+    /// The sender's SHA-256 per manifest index.
+    pub digests: Vec<Option<[u8; 32]>>,
+    /// Both sides said `<resume/>` and resuming is not switched off here:
+    /// partials are kept and continued with `Range`.
+    pub resume: bool,
+    /// `--no-resume`: start over (an old partial of the item is removed) and
+    /// keep nothing when interrupted.
+    pub no_resume: bool,
+}
+
+impl Integrity {
+    fn digest(&self, index: usize) -> Option<[u8; 32]> {
+        self.digests.get(index).copied().flatten()
+    }
+}
+
+/// How one file item is saved: checked against a digest, perhaps resumed.
+struct FilePlan {
+    digest: Option<[u8; 32]>,
+    /// Set when the item is kept in a resumable partial.
+    key: Option<ResumeKey>,
+    /// Bytes of the partial to continue from (0: from the start).
+    offset: u64,
+}
+
+/// Decides how to save file item `index` into `dir` (blocking: one `lstat`).
+fn plan_file(job: &FetchJob, index: usize, dir: &Path, name: &str, size: Option<u64>) -> FilePlan {
+    let Some(integrity) = &job.integrity else {
+        return FilePlan {
+            digest: None,
+            key: None,
+            offset: 0,
+        };
+    };
+    let digest = integrity.digest(index);
+    let key = digest.zip(size).map(|(sha256, size)| ResumeKey {
+        sender: integrity.sender.clone(),
+        name: name.to_owned(),
+        size,
+        sha256,
+    });
+    match key {
+        Some(key) if integrity.resume && !integrity.no_resume => FilePlan {
+            digest,
+            offset: partial_offset(dir, &key),
+            key: Some(key),
+        },
+        Some(key) => {
+            if integrity.no_resume {
+                remove_partial(dir, &key);
+            }
+            FilePlan {
+                digest,
+                key: None,
+                offset: 0,
+            }
+        }
+        None => FilePlan {
+            digest,
+            key: None,
+            offset: 0,
+        },
+    }
 }
 
 /// The receiver's job on an open stream: GET every item in manifest order
@@ -78,7 +164,19 @@ where
         .map_err(|e| e.to_string())?;
     for (index, item) in job.manifest.items.iter().enumerate() {
         let path = crate::http::request_path(&job.source_path, &item.name);
-        let got = tokio::time::timeout(job.stall, client.get(&path))
+        let plan = match (&job.output, item.kind) {
+            (Output::Dir { dir, .. }, ItemKind::File) => {
+                let name = safe_file_name(&item.name).map_err(|e| e.to_string())?;
+                Some(plan_file(&job, index, dir, &name, item.size))
+            }
+            _ => None,
+        };
+        let options = GetOptions {
+            range_from: plan.as_ref().map(|p| p.offset).filter(|&n| n > 0),
+            // A folder's digest comes as a trailer (docs/protocol.md §H.3).
+            trailers: job.integrity.is_some() && item.kind == ItemKind::Folder,
+        };
+        let got = tokio::time::timeout(job.stall, client.get_with(&path, options))
             .await
             .map_err(|_| format!("no answer for {:?} in {}s", item.name, job.stall.as_secs()))?;
         let mut response = match got {
@@ -93,11 +191,18 @@ where
             Err(e) => return Err(format!("requesting {:?}: {e}", item.name)),
         };
         send(FetchEvent::ItemStarted { index });
+        let digest = job.integrity.as_ref().and_then(|i| i.digest(index));
         let done = match (&job.output, item.kind) {
             (Output::Stdout, _) => {
                 let mut out = tokio::io::stdout();
                 let mut n = 0u64;
+                // Bytes on standard output cannot be taken back; a mismatch
+                // still fails the transfer (exit 7) instead of claiming it.
+                let hasher = digest.map(|_| StreamHasher::new());
                 while let Some(chunk) = next_chunk(&mut response, job.stall, &item.name).await? {
+                    if let Some(h) = &hasher {
+                        h.update(chunk.clone()).await;
+                    }
                     n += chunk.len() as u64;
                     if item.size.is_some_and(|s| n > s) {
                         return Err(format!(
@@ -122,14 +227,32 @@ where
                         item.name
                     ));
                 }
+                let sha256 = match (hasher, digest) {
+                    (Some(h), Some(want)) => {
+                        let got = h
+                            .finish()
+                            .await
+                            .map_err(|e| format!("{:?}: {e}", item.name))?;
+                        check_digest(&item.name, want, got)?;
+                        Some(hex::encode(got))
+                    }
+                    _ => None,
+                };
                 FetchEvent::ItemDone {
                     index,
                     path: None,
                     size: n,
-                    sha256: None,
+                    verified: sha256.is_some(),
+                    sha256,
+                    resumed_from: 0,
                 }
             }
             (Output::Dir { dir, overwrite }, ItemKind::File) => {
+                let plan = plan.unwrap_or(FilePlan {
+                    digest,
+                    key: None,
+                    offset: 0,
+                });
                 save_file(
                     &mut response,
                     job.stall,
@@ -138,6 +261,7 @@ where
                     &item.name,
                     item.size,
                     index,
+                    plan,
                     &send,
                 )
                 .await?
@@ -150,6 +274,7 @@ where
                     &item.name,
                     item.size,
                     index,
+                    job.integrity.is_some(),
                     &send,
                 )
                 .await?
@@ -179,6 +304,20 @@ async fn next_chunk(
     }
 }
 
+/// Fails with one sentence naming the item when `got` is not the sender's
+/// digest `want`.
+fn check_digest(name: &str, want: [u8; 32], got: [u8; 32]) -> Result<(), String> {
+    if want == got {
+        return Ok(());
+    }
+    Err(format!(
+        "{name:?}: what arrived does not match the sender's SHA-256 (expected {}, got {}); \
+         nothing was saved under its name",
+        hex::encode(want),
+        hex::encode(got)
+    ))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn save_file(
     response: &mut crate::http::Response,
@@ -188,14 +327,24 @@ async fn save_file(
     peer_name: &str,
     size: Option<u64>,
     index: usize,
+    plan: FilePlan,
     send: &impl Fn(FetchEvent),
 ) -> Result<FetchEvent, String> {
     let name = safe_file_name(peer_name).map_err(|e| e.to_string())?;
-    let mut part = PartFile::create(dir, &name, size)
-        .await
-        .map_err(|e| format!("{peer_name:?}: {e}"))?;
+    let mut part = match &plan.key {
+        // A `200` instead of the `206` asked for starts over (offset 0).
+        Some(key) => PartFile::resume(dir, key, response.offset()).await,
+        None => PartFile::create(dir, &name, size).await,
+    }
+    .map_err(|e| format!("{peer_name:?}: {e}"))?;
+    if let Some(digest) = plan.digest {
+        part.verify_against(digest);
+    }
+    if part.resumed_from() > 0 {
+        tracing::info!(name = %peer_name, offset = part.resumed_from(), "resuming");
+    }
     while let Some(chunk) = next_chunk(response, stall, peer_name).await? {
-        part.write(&chunk)
+        part.write_bytes(chunk)
             .await
             .map_err(|e| format!("{peer_name:?}: {e}"))?;
         send(FetchEvent::Progress {
@@ -214,9 +363,16 @@ async fn save_file(
         path: Some(finished.path),
         size: finished.size,
         sha256: Some(finished.sha256),
+        verified: finished.verified,
+        resumed_from: finished.resumed_from,
     })
 }
 
+/// Unpacks a folder's tar stream. With `verify` (a gshare sender), the
+/// stream is hashed off this task and compared with the sender's digest
+/// trailer before the folder is renamed into place; `sha256` is then that
+/// verified stream digest.
+#[allow(clippy::too_many_arguments)]
 async fn save_folder(
     response: &mut crate::http::Response,
     stall: std::time::Duration,
@@ -224,13 +380,18 @@ async fn save_folder(
     peer_name: &str,
     size: Option<u64>,
     index: usize,
+    verify: bool,
     send: &impl Fn(FetchEvent),
 ) -> Result<FetchEvent, String> {
     let name = safe_file_name(peer_name).map_err(|e| e.to_string())?;
     let mut unpacker = super::tar::TarUnpacker::new(dir, &name, size)
         .await
         .map_err(|e| e.to_string())?;
+    let hasher = verify.then(StreamHasher::new);
     while let Some(chunk) = next_chunk(response, stall, peer_name).await? {
+        if let Some(h) = &hasher {
+            h.update(chunk.clone()).await;
+        }
         unpacker
             .push(chunk)
             .await
@@ -240,6 +401,24 @@ async fn save_folder(
             bytes: unpacker.content_bytes(),
         });
     }
+    let sha256 = match hasher {
+        Some(h) => {
+            let got = h
+                .finish()
+                .await
+                .map_err(|e| format!("{peer_name:?}: {e}"))?;
+            let want = response.digest_trailer().ok_or_else(|| {
+                format!(
+                    "{peer_name:?}: the sender did not send the folder's SHA-256; \
+                     nothing was saved under its name"
+                )
+            })?;
+            // Dropping the unpacker removes the hidden staging folder.
+            check_digest(peer_name, want, got)?;
+            Some(hex::encode(got))
+        }
+        None => None,
+    };
     let finished = unpacker
         .finish()
         .await
@@ -248,6 +427,8 @@ async fn save_folder(
         index,
         path: Some(finished.path),
         size: finished.size,
-        sha256: None,
+        verified: sha256.is_some(),
+        sha256,
+        resumed_from: 0,
     })
 }

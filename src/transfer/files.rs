@@ -64,7 +64,8 @@ const KEY_HEX: usize = 32;
 pub const DEFAULT_RESUME_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// Why receiving a file failed. A temporary part file has been (or will be, on drop) removed;
-/// a resumable partial is kept unless said otherwise. Nothing is ever left at the final path.
+/// a resumable partial is kept (the transfer was interrupted) except after a digest mismatch,
+/// a disk error or a peer that sent too much. Nothing is ever left at the final path.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// The peer sent more bytes than the manifest announced.
@@ -162,11 +163,13 @@ impl ResumeKey {
         h.update(self.size.to_be_bytes());
         h.update(self.sha256);
         let key = hex::encode(h.finalize().as_slice());
-        format!(
-            ".{}{RESUME_MARKER}{}",
-            name_hint(&self.name),
-            &key[..KEY_HEX]
-        )
+        // The hint is for people only: whatever the name holds, it never
+        // makes a path separator or a control character in ours.
+        let hint: String = name_hint(&self.name)
+            .chars()
+            .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+            .collect();
+        format!(".{hint}{RESUME_MARKER}{}", &key[..KEY_HEX])
     }
 
     /// The partial's path in `dir`.
@@ -431,6 +434,9 @@ pub struct PartFile {
     /// Position reached in the item (`resumed_from` plus bytes handed to the worker).
     written: u64,
     failed: bool,
+    /// A resumable partial is not worth keeping: the disk failed (e.g. it is full) or the peer
+    /// sent more than it announced. Removed on drop.
+    discard: bool,
 }
 
 impl PartFile {
@@ -488,6 +494,7 @@ impl PartFile {
             resumed_from: offset,
             written: offset,
             failed: false,
+            discard: false,
         }
     }
 
@@ -533,6 +540,7 @@ impl PartFile {
             && total > expected
         {
             self.failed = true;
+            self.discard = true;
             return Err(FileError::TooLong { expected });
         }
         let sent = match &self.tx {
@@ -540,8 +548,9 @@ impl PartFile {
             None => false,
         };
         if !sent {
-            // The worker stopped: it failed; its error says why.
+            // The worker stopped: it failed (disk error); its error says why.
             self.failed = true;
+            self.discard = true;
             let error = match self.join_worker().await {
                 Err(e) => e,
                 Ok(_) => FileError::io("write", self.temp_path(), io::Error::other("writer gone")),
@@ -563,10 +572,15 @@ impl PartFile {
                 io::Error::other("writer gone"),
             ));
         };
-        worker
+        let result = worker
             .await
             .map_err(|e| FileError::io("write", &path, io::Error::other(e)))?
-            .map_err(|e| FileError::io("write", &path, e))
+            .map_err(|e| FileError::io("write", &path, e));
+        if result.is_err() {
+            // A disk error: what is on disk is not worth resuming.
+            self.discard = true;
+        }
+        result
     }
 
     /// Completes the file: checks the byte count against the announced size and the digest
@@ -688,6 +702,10 @@ impl Drop for PartFile {
             Some(Location::Temp(temp)) => {
                 // The TempPath itself unlinks the file.
                 debug!(path = %temp.display(), "removing unfinished part file");
+            }
+            Some(Location::Kept(path)) if self.discard => {
+                debug!(path = %path.display(), "removing partial after a disk or peer error");
+                let _ = std::fs::remove_file(path);
             }
             Some(Location::Kept(path)) => {
                 debug!(path = %path.display(), bytes = self.written, "keeping partial for resume");
@@ -1223,6 +1241,20 @@ mod tests {
         assert!(leftovers(dir.path()).is_empty());
     }
 
+    #[test]
+    fn partial_names_never_leave_the_directory() {
+        let k = ResumeKey {
+            name: "../../etc/x\n".into(),
+            ..key(b"abc")
+        };
+        let name = k.file_name();
+        assert!(!name.contains('/') && !name.contains('\n'), "{name}");
+        assert_eq!(
+            k.partial_path(Path::new("/d")).parent(),
+            Some(Path::new("/d"))
+        );
+    }
+
     #[tokio::test]
     async fn full_or_oversized_partials() {
         let dir = tempfile::tempdir().unwrap();
@@ -1266,7 +1298,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn partial_is_kept_when_the_peer_overruns_or_the_body_is_short() {
+    async fn partial_is_removed_when_the_peer_overruns() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(1000);
+        let k = key(&data);
+        let mut part = PartFile::resume(dir.path(), &k, 0).await.unwrap();
+        part.write(&data[..600]).await.unwrap();
+        assert!(matches!(
+            part.write(&data[..600]).await,
+            Err(FileError::TooLong { .. })
+        ));
+        drop(part);
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn partial_is_kept_when_the_body_is_short() {
         let dir = tempfile::tempdir().unwrap();
         let data = pattern(10_000);
         let k = key(&data);

@@ -124,6 +124,11 @@ pub struct ReceiveOptions {
     pub max_concurrent: usize,
     /// Auto-accept declines an offer larger than this many bytes.
     pub max_size: Option<u64>,
+    /// Neither continue partial files of interrupted transfers nor keep
+    /// them (gshare senders only; classic peers never resume).
+    pub no_resume: bool,
+    /// Partial files older than this are removed when `receive` starts.
+    pub resume_max_age: Duration,
 }
 
 /// The default of [`ReceiveOptions::max_concurrent`].

@@ -18,13 +18,14 @@ use tokio_xmpp::parsers::jid::{BareJid, Jid};
 use tracing::{debug, info};
 
 use super::channel::{ChannelEvent, ChannelMsg, ChannelSpec, Channels, Negotiated};
-use super::fetch::{FetchEvent, FetchJob, Output};
+use super::fetch::{FetchEvent, FetchJob, Integrity, Output};
 use super::report::{Reporter, TransferReport, describe_items, human_rate, human_size};
 use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, ReceiveOptions, login};
 use crate::config::Settings;
 use crate::session::{
-    self, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager, TerminateReason,
+    self, Extension, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager,
+    TerminateReason,
 };
 use crate::xmpp::ConnectOptions;
 
@@ -35,6 +36,8 @@ struct Transfer {
     source_path: String,
     /// Bytes received per item (one entry per manifest item).
     received: Vec<u64>,
+    /// The sender's `<secure>` extension, from its offer.
+    extension: Option<Extension>,
     all_done: bool,
     failure: Option<String>,
     /// Declined here because it cannot fit: why.
@@ -68,6 +71,17 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
                     Exit::Usage,
                     format!("-o {}: {e}", dir.display()),
                 ));
+            }
+        }
+        // Partials of transfers that were never resumed go after a while.
+        if !opts.no_resume {
+            let (d, age) = (dir.clone(), opts.resume_max_age);
+            match tokio::task::spawn_blocking(move || super::files::remove_stale_partials(&d, age))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => info!(n, "removed partial files older than the resume age"),
+                Ok(Err(e)) => debug!(%e, "cannot look for old partial files"),
+                _ => {}
             }
         }
         Output::Dir {
@@ -129,6 +143,7 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         auto_accept: opts.auto_accept,
         max_size: opts.max_size,
         once: opts.once,
+        no_resume: opts.no_resume,
         stall: timeout,
         bound,
         transfers: HashMap::new(),
@@ -168,6 +183,8 @@ struct Receiver {
     /// Auto-accept takes nothing larger.
     max_size: Option<u64>,
     once: bool,
+    /// `--no-resume`: neither continue nor keep partial files.
+    no_resume: bool,
     /// No byte for this long ends a transfer.
     stall: std::time::Duration,
     /// At most this many transfers (offers waiting for a decision count):
@@ -216,9 +233,10 @@ impl Receiver {
                     from,
                     manifest,
                     source_path,
+                    extension,
                     ..
                 } => {
-                    self.on_offer(handle, from, manifest, source_path);
+                    self.on_offer(handle, from, manifest, source_path, extension);
                     None
                 }
                 SessionEvent::RemoteCandidates {
@@ -269,6 +287,7 @@ impl Receiver {
         from: Jid,
         manifest: Manifest,
         source_path: String,
+        extension: Option<Extension>,
     ) {
         let what = describe_offer(&manifest);
         if !allowed(&self.allow, &from) {
@@ -314,6 +333,7 @@ impl Receiver {
                 received: vec![0; manifest.items.len()],
                 manifest,
                 source_path,
+                extension,
                 all_done: false,
                 failure: None,
                 refused: refused.map(|(_, why)| why),
@@ -426,7 +446,13 @@ impl Receiver {
             let _ = self.sig.machine.reject(now, handle);
             return None;
         }
-        if let Err(e) = self.sig.machine.accept(now, handle) {
+        // Our own extension goes only to a sender that sent one
+        // (docs/protocol.md §H.2): we can resume unless told not to.
+        let ours = t.extension.as_ref().map(|_| Extension {
+            resume: !self.no_resume,
+            ..Extension::default()
+        });
+        if let Err(e) = self.sig.machine.accept_with(now, handle, ours) {
             debug!(%e, "cannot accept (the offer is gone?)");
             return None;
         }
@@ -451,6 +477,12 @@ impl Receiver {
             manifest: t.manifest.clone(),
             source_path: t.source_path.clone(),
             output: self.output.clone(),
+            integrity: t.extension.as_ref().map(|ext| Integrity {
+                sender: t.peer.to_bare().to_string(),
+                digests: ext.digests.clone(),
+                resume: ext.resume && !self.no_resume,
+                no_resume: self.no_resume,
+            }),
         };
         self.channels.start(
             handle,
@@ -526,6 +558,8 @@ impl Receiver {
                 path,
                 size,
                 sha256,
+                verified,
+                resumed_from,
             } => {
                 if let Some(n) = t.received.get_mut(index) {
                     *n = size;
@@ -543,6 +577,7 @@ impl Receiver {
                     r,
                     "item",
                     json!({"name": name, "size": size, "sha256": sha256,
+                        "verified": verified, "resumed_from": resumed_from,
                         "path": path.map(|p| p.display().to_string())}),
                 );
             }
@@ -759,7 +794,7 @@ fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
     Err(Failure::new(
         Exit::TransferFailed,
         format!(
-            "transfer from {} failed after {}: {why}; nothing partial was kept",
+            "transfer from {} failed after {}: {why}; nothing was saved under its name",
             a.peer,
             human_size(bytes)
         ),

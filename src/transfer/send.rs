@@ -18,9 +18,10 @@ use super::report::{Reporter, TransferReport, describe_items, human_rate, human_
 use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, SendOptions, login, parse_target, resolve_target};
 use crate::config::Settings;
-use crate::http::{Catalog, ServeEvent};
+use crate::http::{Catalog, ServeEvent, ServeOptions};
 use crate::session::{
-    self, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager, TerminateReason,
+    self, Extension, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager,
+    TerminateReason,
 };
 use crate::xmpp::ConnectOptions;
 
@@ -30,6 +31,9 @@ struct Offered {
     path: PathBuf,
     folder: bool,
     size: u64,
+    /// SHA-256 of a file's `size` bytes, taken before the offer (announced
+    /// to gshare peers, who check it); `None` for folders.
+    sha256: Option<[u8; 32]>,
     /// Keeps a spooled standard input alive until the end.
     _spool: Option<tempfile::TempPath>,
 }
@@ -46,6 +50,7 @@ fn collect(files: &[String], name_for_stdin: Option<&str>) -> Result<Vec<Offered
                 path: spooled.path.clone(),
                 folder: false,
                 size: spooled.size,
+                sha256: Some(spooled.sha256),
                 _spool: spooled.spool,
             });
             continue;
@@ -71,6 +76,7 @@ fn collect(files: &[String], name_for_stdin: Option<&str>) -> Result<Vec<Offered
                 path,
                 folder: true,
                 size,
+                sha256: None,
                 _spool: None,
             });
         } else if meta.is_file() {
@@ -79,6 +85,7 @@ fn collect(files: &[String], name_for_stdin: Option<&str>) -> Result<Vec<Offered
                 path,
                 folder: false,
                 size: meta.len(),
+                sha256: None,
                 _spool: None,
             });
         } else {
@@ -107,7 +114,15 @@ fn collect(files: &[String], name_for_stdin: Option<&str>) -> Result<Vec<Offered
 pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure> {
     let report = Reporter::new(opts.common.json, opts.common.quiet);
     let target = parse_target(&opts.target)?;
-    let offered = collect(&opts.files, opts.stdin_name.as_deref())?;
+    let mut offered = collect(&opts.files, opts.stdin_name.as_deref())?;
+    // Files are hashed on blocking threads while we log in.
+    let hashing: Vec<_> = offered
+        .iter()
+        .map(|o| {
+            (!o.folder && o.sha256.is_none())
+                .then(|| tokio::spawn(super::files::digest_file(o.path.clone(), o.size)))
+        })
+        .collect();
 
     let options = ConnectOptions {
         forward_namespaces: vec![session::stanza::NS_SESSION],
@@ -115,6 +130,15 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     };
     let (xmpp, incoming) = login(settings, options).await?;
     let peer = resolve_target(&xmpp, &target, opts.wait).await?;
+    for (o, task) in offered.iter_mut().zip(hashing) {
+        if let Some(task) = task {
+            let digest = task
+                .await
+                .map_err(|e| Failure::new(Exit::Failure, format!("{}: {e}", o.name)))?
+                .map_err(|e| Failure::new(Exit::Failure, format!("{}: {e}", o.path.display())))?;
+            o.sha256 = Some(digest);
+        }
+    }
 
     let manifest = Manifest {
         items: offered
@@ -139,9 +163,16 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     };
     let machine = SessionManager::new(xmpp.jid().clone(), config);
     let mut sig = Signalling::new(xmpp.clone(), incoming, machine);
+    // Our extension: the items' digests, and that we answer Range requests
+    // (docs/protocol.md §H.2). Classic receivers skip it.
+    let extension = Extension {
+        digests: offered.iter().map(|o| o.sha256).collect(),
+        resume: true,
+        ..Extension::default()
+    };
     let handle = sig
         .machine
-        .initiate(Instant::now(), peer.clone(), manifest)
+        .initiate_with(Instant::now(), peer.clone(), manifest, Some(extension))
         .map_err(|e| Failure::new(Exit::Failure, format!("cannot offer: {e}")))?;
     let source_path = sig
         .machine
@@ -187,6 +218,7 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
         ctl: ctl_tx,
         complete: false,
         peer_sends_complete: false,
+        serve_options: ServeOptions::default(),
         lost_deadline: None,
     };
     let ctrl_c = tokio::signal::ctrl_c();
@@ -230,6 +262,9 @@ struct Sender {
     /// transfer failed on its side (disk full, bad name, …) even if we
     /// wrote every byte.
     peer_sends_complete: bool,
+    /// The HTTP additions the receiver's extension switched on (none for
+    /// classic receivers: they see exactly the classic bytes).
+    serve_options: ServeOptions,
     /// Set once the XMPP connection is lost and every byte is out.
     lost_deadline: Option<tokio::time::Instant>,
 }
@@ -297,7 +332,13 @@ impl Sender {
 
     fn on_session(&mut self, ev: SessionEvent) -> Step {
         match ev {
-            SessionEvent::Accepted { .. } => {
+            SessionEvent::Accepted { extension, .. } => {
+                if let Some(ext) = &extension {
+                    self.serve_options = ServeOptions {
+                        ranges: ext.resume,
+                        digest_trailers: true,
+                    };
+                }
                 self.report.say(format!("{} accepted", self.peer));
                 self.report
                     .event("accepted", json!({"peer": self.peer.clone()}));
@@ -306,13 +347,14 @@ impl Sender {
             SessionEvent::ChannelRequested { name, .. } => {
                 debug!(%name, "peer opened a channel");
                 let catalog = self.catalog.clone();
+                let options = self.serve_options;
                 self.channels.start(
                     self.handle,
                     self.spec.clone().named(&name),
                     Negotiated::default(),
                     self.ctl.clone(),
                     move |stream, link, progress| {
-                        super::serve::serve(stream, link, catalog, progress)
+                        super::serve::serve(stream, link, catalog, options, progress)
                     },
                 );
             }
@@ -328,6 +370,23 @@ impl Sender {
             }
             SessionEvent::Terminated { reason, .. } => {
                 let done = self.complete || (self.all_served() && !self.peer_sends_complete);
+                if !done
+                    && self.peer_sends_complete
+                    && self.all_served()
+                    && matches!(reason, TerminateReason::PeerTerminated { .. })
+                {
+                    // Every byte went out, but a gshare receiver that ends
+                    // without <complete/> did not keep the files: its check
+                    // (digest, size, disk) failed.
+                    return Some(Err(Failure::new(
+                        Exit::TransferFailed,
+                        format!(
+                            "{} received every byte but did not confirm the transfer: \
+                             its check of what arrived failed, and nothing was saved there",
+                            self.peer
+                        ),
+                    )));
+                }
                 return Some(finish(reason, done, &self.peer));
             }
             SessionEvent::Offer { handle: other, .. } => {

@@ -7,17 +7,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::channel::{Link, Progress};
-use crate::http::{Catalog, ServeEvent};
+use crate::http::{Catalog, ServeEvent, ServeOptions};
 
 /// Serves `catalog` on `stream` until the receiver closes the connection.
 ///
 /// `stream` is whatever carries the bytes: the PseudoTCP stream of a
 /// classic session, or that stream wrapped in TLS when `link.negotiated`
-/// says so. The HTTP server is the same either way.
+/// says so. The HTTP server is the same either way; `options` are the
+/// gshare-only additions the receiver's extension switched on (Range resume,
+/// folder digest trailers; docs/protocol.md §H.3), default for classic peers.
 pub async fn serve<S>(
     stream: S,
     link: Link,
     catalog: Arc<Catalog>,
+    options: ServeOptions,
     progress: Progress<ServeEvent>,
 ) -> Result<(), String>
 where
@@ -34,7 +37,7 @@ where
             progress.send(ev);
         }
     });
-    let r = crate::http::serve(stream, catalog, tx)
+    let r = crate::http::serve_with(stream, catalog, tx, options)
         .await
         .map_err(|e| e.to_string());
     let _ = forward.await;
