@@ -1,0 +1,129 @@
+//! The network-namespace lab of issue 15 (root only): two hosts behind two
+//! NATs, one of them symmetric, with coturn on a "public" segment. Each
+//! test creates its own lab and removes it afterwards, also on failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/coturn.rs"]
+mod coturn;
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use coturn::{Auth, Coturn, in_namespace};
+use netns::{Lab, PUB_IP};
+
+/// Binding requests from one fresh socket in namespace `ns` to each
+/// server; the mapped addresses the servers saw.
+fn mapped(ns: &str, servers: &[SocketAddr]) -> Vec<SocketAddr> {
+    use gshare::ice::stun::{ATTR_XOR_MAPPED_ADDRESS, Class, Method, StunBuilder, StunMessage};
+    in_namespace(Some(ns), || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let req = StunBuilder::new(Method::Binding, Class::Request, [5; 12]).finish();
+        let mut buf = [0u8; 1500];
+        servers
+            .iter()
+            .map(|server| {
+                for _ in 0..10 {
+                    s.send_to(&req, server).unwrap();
+                    if let Ok((n, _)) = s.recv_from(&mut buf) {
+                        let m = StunMessage::parse(&buf[..n]).unwrap();
+                        return m.xor_address(ATTR_XOR_MAPPED_ADDRESS).unwrap();
+                    }
+                }
+                panic!("no STUN answer from {server} in {ns}");
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn lab_nats_map_as_designed() {
+    let lab = Lab::new();
+    let users = [("alice", "s3cret")];
+    let one = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Users(&users), &[]);
+    let two = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Users(&users), &[]);
+    let servers = [one.addr, two.addr];
+    // r1: the same public port towards every destination.
+    let a = mapped(&lab.ns("h1"), &servers);
+    assert_eq!(a[0].ip().to_string(), "203.0.113.11");
+    assert_eq!(a[0], a[1], "r1 must map endpoint-independently");
+    // r2: symmetric, a new port per destination.
+    let b = mapped(&lab.ns("h2"), &servers);
+    assert_eq!(b[0].ip().to_string(), "203.0.113.12");
+    assert_eq!(b[0].ip(), b[1].ip());
+    assert_ne!(b[0].port(), b[1].port(), "r2 must map per destination");
+}
+
+/// h1 (behind r1) allocates and permits h2's public IP; a datagram h2
+/// sends to the relayed address from any port reaches h1 through its NAT.
+#[test]
+fn relay_reaches_a_host_behind_the_nat_from_a_permitted_peer() {
+    use gshare::turn::{TurnClient, TurnConfig, TurnEvent};
+    let lab = Lab::new();
+    let users = [("alice", "s3cret")];
+    let turn = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Users(&users), &[]);
+    let server = turn.addr;
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let h1 = lab.ns("h1");
+    let h2 = lab.ns("h2");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            in_namespace(Some(&h2), move || {
+                let relayed = rx.recv().unwrap();
+                let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+                for _ in 0..30 {
+                    sock.send_to(b"\0\0probe", relayed).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                    if done_rx.try_recv().is_ok() {
+                        break;
+                    }
+                }
+            })
+        });
+        in_namespace(Some(&h1), move || {
+            let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut c = TurnClient::new(
+                TurnConfig::new(server, "alice", "s3cret"),
+                std::time::Instant::now(),
+            );
+            let mut buf = [0u8; 2048];
+            let mut got = None;
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                while let Some(t) = c.poll_transmit() {
+                    sock.send_to(&t.contents, t.destination).unwrap();
+                }
+                while let Some(e) = c.poll_event() {
+                    if let TurnEvent::Allocated { relayed, .. } = e {
+                        c.allow_peer("203.0.113.12:1".parse().unwrap(), std::time::Instant::now())
+                            .unwrap();
+                        tx.send(relayed).unwrap();
+                    }
+                }
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        if let Some(d) = c.handle_datagram(&buf[..n], std::time::Instant::now()) {
+                            got = Some(d);
+                            break;
+                        }
+                    }
+                    Err(_) => c.handle_timeout(std::time::Instant::now()),
+                }
+            }
+            let _ = done_tx.send(());
+            let (from, data) = got.expect("nothing relayed");
+            // h2's symmetric NAT picked some port of 203.0.113.12: the
+            // permission is per IP, as RFC 8656 §9 says.
+            assert_eq!(from.ip().to_string(), "203.0.113.12");
+            assert_eq!(data, b"\0\0probe");
+        });
+    });
+}
