@@ -96,6 +96,9 @@ struct Relay {
     index: usize,
     /// The relay candidate was added to the agent.
     added: bool,
+    /// A STUN server the agent skipped on this socket because it is this
+    /// TURN server; asked after all if the allocation fails.
+    stun_fallback: Option<SocketAddr>,
 }
 
 /// What to gather.
@@ -218,9 +221,25 @@ impl IceChannel {
             ));
         }
         let start = now();
+        let relay_socket = |server: SocketAddr| {
+            sockets.iter().position(|s| {
+                s.local_addr()
+                    .is_ok_and(|a| a.is_ipv4() == server.is_ipv4())
+            })
+        };
+        let relays: Vec<(usize, TurnServer)> = turn
+            .iter()
+            .take(MAX_RELAYS)
+            .filter_map(|t| relay_socket(t.server).map(|i| (i, t.clone())))
+            .collect();
         for server in &config.stun {
             for (i, s) in sockets.iter().enumerate() {
-                if s.local_addr()?.is_ipv4() == server.is_ipv4() {
+                // coturn drops an allocation when its 5-tuple sends a
+                // classic binding request; the Allocate answer carries the
+                // mapped address instead (and the binding is sent if the
+                // allocation fails).
+                let relayed_here = relays.iter().any(|(k, t)| *k == i && t.server == *server);
+                if s.local_addr()?.is_ipv4() == server.is_ipv4() && !relayed_here {
                     agent.add_stun_server(start, i, *server);
                 }
             }
@@ -244,15 +263,10 @@ impl IceChannel {
             relays: Vec::new(),
             remote_relays: Vec::new(),
         };
-        for t in turn.iter().take(MAX_RELAYS) {
-            let found = chan.sockets.iter().position(|s| {
-                s.local_addr()
-                    .is_ok_and(|a| a.is_ipv4() == t.server.is_ipv4())
-            });
-            let Some(socket) = found else {
-                warn!(server = %t.server, "no local address of the TURN server's family");
-                continue;
-            };
+        if relays.len() < turn.len().min(MAX_RELAYS) {
+            warn!("a TURN server has no local address of its family; skipped");
+        }
+        for (socket, t) in relays {
             let index = chan.sockets.len() + chan.relays.len();
             let client =
                 TurnClient::new(TurnConfig::new(t.server, &t.username, &t.password), start);
@@ -261,6 +275,7 @@ impl IceChannel {
                 socket,
                 index,
                 added: false,
+                stun_fallback: config.stun.contains(&t.server).then_some(t.server),
             });
         }
         if !chan.relays.is_empty() {
@@ -332,11 +347,12 @@ impl IceChannel {
             .collect()
     }
 
-    /// True when data goes through a TURN relay.
+    /// True when data goes through a TURN relay: ours, or the peer's (its
+    /// relay candidate is the selected remote).
     pub fn is_relayed(&self) -> bool {
-        self.agent
-            .selected()
-            .is_some_and(|(socket, _)| socket >= self.sockets.len())
+        self.agent.selected().is_some_and(|(socket, remote)| {
+            socket >= self.sockets.len() || self.remote_relays.contains(&remote)
+        })
     }
 
     /// Remembers a remote relay candidate and lets our relays reach it.
@@ -553,10 +569,21 @@ impl IceChannel {
             while let Some(e) = self.relays[k].client.poll_event() {
                 let server = self.relays[k].client.server();
                 match e {
-                    TurnEvent::Allocated { relayed, .. } => {
+                    TurnEvent::Allocated {
+                        relayed, mapped, ..
+                    } => {
                         debug!(%server, %relayed, "TURN allocation");
                         if !self.relays[k].added {
                             self.relays[k].added = true;
+                            // The mapped address is a server-reflexive
+                            // candidate unless it is a host address.
+                            if let Some(m) = mapped
+                                && !self.agent.local_candidates().any(|c| c.address == m)
+                            {
+                                let cand = self.agent.make_local_candidate(m, CandidateType::Stun);
+                                debug!(mapped = %m, "server-reflexive candidate from TURN");
+                                self.agent.add_local_candidate(self.relays[k].socket, cand);
+                            }
                             let cand = self
                                 .agent
                                 .make_local_candidate(relayed, CandidateType::Relay);
@@ -566,6 +593,10 @@ impl IceChannel {
                     }
                     TurnEvent::Failed(err) => {
                         warn!("TURN relay unusable: {err}");
+                        if let Some(stun) = self.relays[k].stun_fallback.take() {
+                            let socket = self.relays[k].socket;
+                            self.agent.add_stun_server(now(), socket, stun);
+                        }
                         self.changed = true;
                     }
                     TurnEvent::PeerFailed { peer, error } => {
@@ -759,7 +790,13 @@ impl IceChannel {
                         }
                         None => path_datagram_size(from, remote),
                     };
-                    let via = if relay.is_some() { "relay" } else { "direct" };
+                    let via = if relay.is_some() {
+                        "relay"
+                    } else if self.remote_relays.contains(&remote) {
+                        "peer relay"
+                    } else {
+                        "direct"
+                    };
                     debug!(%local, %remote, via, max_datagram = self.max_datagram, "ICE selected pair");
                     self.selected = Some((local, remote));
                     if let Some(w) = self.send_waker.take() {

@@ -84,6 +84,18 @@ impl Lab {
             "br0",
         ]);
         run(&["ip", "-n", &pubns, "link", "set", "br0", "up"]);
+        // A default route into a sink (a veth whose other end drops
+        // everything), as a public host has a default route: without it
+        // coturn's sends to the hosts' private candidates fail with
+        // ENETUNREACH and coturn closes the relay socket.
+        run(&[
+            "ip", "-n", &pubns, "link", "add", "sink0", "type", "veth", "peer", "name", "sink1",
+        ]);
+        run(&["ip", "-n", &pubns, "link", "set", "sink0", "up"]);
+        run(&["ip", "-n", &pubns, "link", "set", "sink1", "up"]);
+        run(&[
+            "ip", "-n", &pubns, "route", "add", "default", "dev", "sink0",
+        ]);
         lab.router("r1", "h1", 1, false);
         lab.router("r2", "h2", 2, true);
         lab
