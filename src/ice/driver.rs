@@ -96,9 +96,6 @@ struct Relay {
     index: usize,
     /// The relay candidate was added to the agent.
     added: bool,
-    /// A STUN server the agent skipped on this socket because it is this
-    /// TURN server; asked after all if the allocation fails.
-    stun_fallback: Option<SocketAddr>,
 }
 
 /// What to gather.
@@ -221,29 +218,24 @@ impl IceChannel {
             ));
         }
         let start = now();
-        let relay_socket = |server: SocketAddr| {
-            sockets.iter().position(|s| {
-                s.local_addr()
-                    .is_ok_and(|a| a.is_ipv4() == server.is_ipv4())
-            })
-        };
-        let relays: Vec<(usize, TurnServer)> = turn
-            .iter()
-            .take(MAX_RELAYS)
-            .filter_map(|t| relay_socket(t.server).map(|i| (i, t.clone())))
-            .collect();
         for server in &config.stun {
             for (i, s) in sockets.iter().enumerate() {
-                // coturn drops an allocation when its 5-tuple sends a
-                // classic binding request; the Allocate answer carries the
-                // mapped address instead (and the binding is sent if the
-                // allocation fails).
-                let relayed_here = relays.iter().any(|(k, t)| *k == i && t.server == *server);
-                if s.local_addr()?.is_ipv4() == server.is_ipv4() && !relayed_here {
+                if s.local_addr()?.is_ipv4() == server.is_ipv4() {
                     agent.add_stun_server(start, i, *server);
                 }
             }
         }
+        let relays: Vec<(usize, TurnServer)> = turn
+            .iter()
+            .take(MAX_RELAYS)
+            .filter_map(|t| {
+                let socket = sockets.iter().position(|s| {
+                    s.local_addr()
+                        .is_ok_and(|a| a.is_ipv4() == t.server.is_ipv4())
+                })?;
+                Some((socket, t.clone()))
+            })
+            .collect();
         let (remote_tx, remote_rx) = mpsc::unbounded_channel();
         let mut chan = IceChannel {
             agent,
@@ -275,7 +267,6 @@ impl IceChannel {
                 socket,
                 index,
                 added: false,
-                stun_fallback: config.stun.contains(&t.server).then_some(t.server),
             });
         }
         if !chan.relays.is_empty() {
@@ -593,10 +584,6 @@ impl IceChannel {
                     }
                     TurnEvent::Failed(err) => {
                         warn!("TURN relay unusable: {err}");
-                        if let Some(stun) = self.relays[k].stun_fallback.take() {
-                            let socket = self.relays[k].socket;
-                            self.agent.add_stun_server(now(), socket, stun);
-                        }
                         self.changed = true;
                     }
                     TurnEvent::PeerFailed { peer, error } => {
