@@ -362,6 +362,14 @@ impl IceChannel {
     fn allow_relay_peer(&mut self, peer: SocketAddr) {
         let t = now();
         for r in &mut self.relays {
+            // A server on a public address cannot reach a peer's loopback,
+            // private or link-local address: no permission for those (the
+            // bound on permissions is spent on reachable addresses).
+            let server = r.client.server().ip();
+            if is_local_scope(peer.ip()) && !is_local_scope(server) {
+                trace!(%peer, "no relay permission for a local-scope peer address");
+                continue;
+            }
             if r.client.server().is_ipv4() == peer.is_ipv4()
                 && let Err(e) = r.client.allow_peer(peer, t)
             {
@@ -825,6 +833,19 @@ impl Drop for IceChannel {
             while let Some(x) = r.client.poll_transmit() {
                 let _ = sock.try_send_to(&x.contents, x.destination);
             }
+        }
+    }
+}
+
+/// Loopback, private (RFC 1918, IPv6 ULA) or link-local: not reachable
+/// from a server on the public internet.
+fn is_local_scope(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }
