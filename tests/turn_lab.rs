@@ -8,8 +8,12 @@
 
 #[path = "support/coturn.rs"]
 mod coturn;
+#[path = "support/files.rs"]
+mod files;
 #[path = "support/netns.rs"]
 mod netns;
+#[path = "support/prosody.rs"]
+mod prosody;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -259,4 +263,130 @@ fn symmetric_nat_needs_the_relay_and_ice_uses_it() {
     );
     assert!(a.relayed || b.relayed, "{a:?} {b:?}");
     assert_eq!(a.echoed, 5, "{a:?}");
+}
+
+/// `gshare` as `user`, run inside namespace `short` of the lab.
+fn gshare_in(
+    lab: &Lab,
+    short: &str,
+    p: &prosody::Prosody,
+    user: (&str, &str),
+) -> std::process::Command {
+    let mut c = lab.command(short, env!("CARGO_BIN_EXE_gshare"));
+    c.env("GSHARE_PASSWORD", user.1)
+        .env_remove("GSHARE_CA_FILE")
+        .env("XDG_CONFIG_HOME", p.dir().join("no-config"))
+        .env("RUST_LOG", "gshare=debug")
+        .env("NO_COLOR", "1")
+        .arg("--jid")
+        .arg(prosody::Prosody::jid(user.0))
+        .arg("--server")
+        .arg(p.server())
+        .arg("--ca-file")
+        .arg(p.cert());
+    c
+}
+
+/// The whole tool across the lab: Prosody and coturn on the public
+/// segment, the sender behind the cone NAT, the receiver behind the
+/// symmetric one; the TURN server comes from Prosody (XEP-0215) and the
+/// file arrives through the relay.
+#[test]
+fn gshare_transfer_across_the_nats_goes_through_the_relay() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    const ROMEO: (&str, &str) = ("romeo", "r0meo-pw");
+    const JULIET: (&str, &str) = ("juliet", "jul1et-pw");
+    let lab = Lab::new();
+    let secret = "lab-s3cret";
+    let turn = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Secret(secret), &[]);
+    let p = prosody::Prosody::start_with(
+        &[ROMEO, JULIET],
+        prosody::Options {
+            turn_external: Some((PUB_IP.into(), turn.addr.port(), secret.into())),
+            netns: Some((lab.ns("pub"), PUB_IP.into())),
+            ..Default::default()
+        },
+    );
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("across.bin");
+    files::write_random(&file, 4 << 20, 99);
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = gshare_in(&lab, "h2", &p, JULIET);
+    recv.args([
+        "receive",
+        "--json",
+        "--once",
+        "--auto-accept",
+        "--from",
+        "romeo@localhost",
+        "-o",
+    ])
+    .arg(out.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = recv.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(ready.saturating_duration_since(std::time::Instant::now()))
+            .expect("receiver ready");
+        if line.contains("\"ready\"") {
+            break;
+        }
+    }
+    let sent = gshare_in(&lab, "h1", &p, ROMEO)
+        .args(["send"])
+        .arg(&file)
+        .arg(prosody::Prosody::jid(JULIET.0))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("receiver hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut recv_err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut recv_err)
+        .unwrap();
+    let send_err = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "sender: {send_err}\nreceiver: {recv_err}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "receiver: {recv_err}\nsender: {send_err}"
+    );
+    assert_eq!(
+        files::sha256_file(&file),
+        files::sha256_file(&out.path().join("across.bin"))
+    );
+    let relayed = |log: &str| log.contains("via=\"relay\"") || log.contains("via=\"peer relay\"");
+    assert!(
+        relayed(&send_err) && relayed(&recv_err),
+        "sender: {send_err}\nreceiver: {recv_err}"
+    );
+    drop(p);
 }
