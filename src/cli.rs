@@ -59,6 +59,22 @@ pub struct GlobalArgs {
     /// server's google:jingleinfo answer is used as well).
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub stun: Vec<String>,
+    /// TURN server (UDP) for a relay candidate, used only when no direct
+    /// path works. The XMPP server's TURN servers (XEP-0215) are used as
+    /// well. Also: config file `turn`.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub turn: Option<String>,
+    /// User name on the --turn server. Also: config file `turn-user`.
+    #[arg(long, global = true, value_name = "USER")]
+    pub turn_user: Option<String>,
+    /// Read the TURN password from the first line of this file. Otherwise
+    /// --turn-password-command, then GSHARE_TURN_PASSWORD, then the config file.
+    #[arg(long, global = true, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub turn_password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line it prints as the TURN
+    /// password.
+    #[arg(long, global = true, value_name = "CMD")]
+    pub turn_password_command: Option<String>,
     /// Announce only this address as our candidate, instead of the
     /// gathered ones (for tests and benchmarks that put an impairment relay
     /// between the peers; checks still use our usernames).
@@ -179,6 +195,10 @@ impl GlobalArgs {
             config: self.config.clone(),
             bind: self.bind,
             stun: self.stun.clone(),
+            turn: self.turn.clone(),
+            turn_user: self.turn_user.clone(),
+            turn_password_file: self.turn_password_file.clone(),
+            turn_password_command: self.turn_password_command.clone(),
         }
     }
 

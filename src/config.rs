@@ -19,6 +19,14 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     pub bind: Option<std::net::IpAddr>,
     pub stun: Vec<String>,
+    /// `--turn HOST:PORT`.
+    pub turn: Option<String>,
+    /// `--turn-user`.
+    pub turn_user: Option<String>,
+    /// `--turn-password-file`.
+    pub turn_password_file: Option<PathBuf>,
+    /// `--turn-password-command`.
+    pub turn_password_command: Option<String>,
 }
 
 /// `$XDG_CONFIG_HOME/gshare/config.toml`: the account settings of the flags.
@@ -44,6 +52,14 @@ pub struct ConfigFile {
     /// `gshare receive`: partial files older than this are removed, e.g.
     /// `"3d"`, `"12h"`, `"90m"`, `"3600s"` or seconds (default 3 days).
     pub resume_max_age: Option<String>,
+    /// TURN relay server (`--turn`).
+    pub turn: Option<String>,
+    /// TURN user name (`--turn-user`).
+    pub turn_user: Option<String>,
+    /// TURN password file (`--turn-password-file`).
+    pub turn_password_file: Option<PathBuf>,
+    /// TURN password command (`--turn-password-command`).
+    pub turn_password_command: Option<String>,
 }
 
 /// A size in the config file: a number of bytes or a text like `"2G"`.
@@ -63,6 +79,26 @@ pub enum ConfigError {
     NoJid(String),
     #[error("{0}")]
     Password(String),
+    #[error("{0}")]
+    Turn(String),
+}
+
+/// A TURN server given by the user (`--turn` or the config file).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnSettings {
+    /// `HOST:PORT`.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for TurnSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnSettings")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The settings after merging.
@@ -84,6 +120,9 @@ pub struct Settings {
     pub no_resume: bool,
     /// The config file's `resume-max-age`, parsed.
     pub resume_max_age: Option<std::time::Duration>,
+    /// The user's TURN server; the XMPP server's (XEP-0215) are added at
+    /// login.
+    pub turn: Option<TurnSettings>,
 }
 
 /// Where the config file is looked for by default.
@@ -148,6 +187,7 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
             ),
         })?),
     };
+    let turn = resolve_turn(args, &file)?;
     let jid = args
         .jid
         .clone()
@@ -174,6 +214,7 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
     Ok(Settings {
         jid,
         password,
+        turn,
         server: args.server.clone().or(file.server),
         ca_file: args.ca_file.clone().or(file.ca_file),
         resource: args.resource.clone().or(file.resource),
@@ -232,6 +273,56 @@ pub fn parse_age(text: &str) -> Option<std::time::Duration> {
         _ => return None,
     };
     Some(std::time::Duration::from_secs(secs))
+}
+
+/// The TURN server, user and password: flags over the file; the password
+/// from `--turn-password-file`, `--turn-password-command`,
+/// `GSHARE_TURN_PASSWORD`, then the file's keys (never the command line).
+fn resolve_turn(args: &Flags, file: &ConfigFile) -> Result<Option<TurnSettings>, ConfigError> {
+    let Some(server) = args.turn.clone().or_else(|| file.turn.clone()) else {
+        return Ok(None);
+    };
+    let username = args
+        .turn_user
+        .clone()
+        .or_else(|| file.turn_user.clone())
+        .ok_or_else(|| {
+            ConfigError::Turn(format!(
+                "--turn {server} needs a user name: pass --turn-user or set `turn-user`"
+            ))
+        })?;
+    let password = if let Some(path) = &args.turn_password_file {
+        turn_password_from_file(path)?
+    } else if let Some(cmd) = &args.turn_password_command {
+        turn_password_from_command(cmd)?
+    } else if let Some(pw) = std::env::var_os("GSHARE_TURN_PASSWORD") {
+        pw.into_string()
+            .map_err(|_| ConfigError::Turn("GSHARE_TURN_PASSWORD is not valid UTF-8".into()))?
+    } else if let Some(path) = &file.turn_password_file {
+        turn_password_from_file(path)?
+    } else if let Some(cmd) = &file.turn_password_command {
+        turn_password_from_command(cmd)?
+    } else {
+        return Err(ConfigError::Turn(format!(
+            "no password for the TURN server {server}: set GSHARE_TURN_PASSWORD, or pass \
+             --turn-password-file or --turn-password-command"
+        )));
+    };
+    Ok(Some(TurnSettings {
+        server,
+        username,
+        password,
+    }))
+}
+
+fn turn_password_from_file(path: &Path) -> Result<String, ConfigError> {
+    password_from_file(path)
+        .map_err(|e| ConfigError::Turn(e.to_string().replacen("--", "--turn-", 1)))
+}
+
+fn turn_password_from_command(cmd: &str) -> Result<String, ConfigError> {
+    password_from_command(cmd)
+        .map_err(|e| ConfigError::Turn(e.to_string().replacen("--", "--turn-", 1)))
 }
 
 fn first_line(text: &str) -> String {
@@ -303,6 +394,49 @@ max-size = "2G""#,
         assert!(parse_size("5X").is_err());
         assert!(parse_size("-5M").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn turn_settings_need_a_user_and_a_password_from_a_file_command_or_env() {
+        let none = ConfigFile::default();
+        assert!(resolve_turn(&Flags::default(), &none).unwrap().is_none());
+        let mut f = Flags {
+            turn: Some("turn.example.net:3478".into()),
+            ..Default::default()
+        };
+        let err = resolve_turn(&f, &none).unwrap_err().to_string();
+        assert!(err.contains("--turn-user"), "{err}");
+        f.turn_user = Some("romeo".into());
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("turn-pw");
+        std::fs::write(&pw, "s3cret\nignored\n").unwrap();
+        f.turn_password_file = Some(pw);
+        let t = resolve_turn(&f, &none).unwrap().unwrap();
+        assert_eq!(t.server, "turn.example.net:3478");
+        assert_eq!(t.username, "romeo");
+        assert_eq!(t.password, "s3cret");
+        assert!(!format!("{t:?}").contains("s3cret"));
+        f.turn_password_file = Some(dir.path().join("missing"));
+        let err = resolve_turn(&f, &none).unwrap_err().to_string();
+        assert!(err.starts_with("--turn-password-file"), "{err}");
+
+        let file: ConfigFile = toml::from_str(
+            r#"turn = "turn.example.net:3478"
+turn-user = "juliet"
+turn-password-command = "echo fr0m-command""#,
+        )
+        .unwrap();
+        let t = resolve_turn(&Flags::default(), &file).unwrap().unwrap();
+        assert_eq!(
+            (t.username.as_str(), t.password.as_str()),
+            ("juliet", "fr0m-command")
+        );
+        // Flags win over the file.
+        let f = Flags {
+            turn_user: Some("romeo".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve_turn(&f, &file).unwrap().unwrap().username, "romeo");
     }
 
     #[test]

@@ -6,6 +6,16 @@
 //! agent answer and send checks, runs the agent's timer and hands up only
 //! data datagrams from readable pairs, received straight into the caller's
 //! buffer (no copy, no allocation per datagram).
+//!
+//! TURN relays (`crate::turn`, docs/protocol.md §B): each allocation is a
+//! *virtual socket* of the agent, numbered after the real ones. Its relay
+//! candidate (`type="relay"`, the lowest preference) is an ordinary local
+//! candidate to the agent; transmits on a virtual socket are wrapped by the
+//! TURN client (ChannelData or Send indication) and leave through the real
+//! socket the allocation was made from; datagrams from the TURN server are
+//! unwrapped and handed to the agent as if they had arrived on the virtual
+//! socket from the peer. Checks and PseudoTCP thus run through the relay
+//! unchanged, and the agent prefers any working direct pair over it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -24,6 +34,8 @@ use tracing::{debug, trace, warn};
 
 use super::agent::{IceAgent, IceConfig, IceEvent, Received, Transmit};
 use super::candidate::{Candidate, CandidateType};
+use super::stun::{StunMessage, channel_data};
+use crate::turn::{TurnClient, TurnConfig, TurnEvent};
 
 pub use crate::net::SOCKET_BUFFER_BYTES;
 use crate::net::{raise_buffers, transient};
@@ -37,6 +49,54 @@ const DEFAULT_PATH_DATAGRAM: usize = 1400;
 /// Data datagrams kept while [`IceChannel::connected`] waits (the peer may
 /// open PseudoTCP as soon as its side is writable).
 const MAX_EARLY_DATAGRAMS: usize = 64;
+
+/// How long gathering waits for TURN allocations; a later allocation still
+/// adds its relay candidate (the peer learns it from our checks).
+pub const RELAY_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most TURN servers one channel allocates on.
+pub const MAX_RELAYS: usize = 2;
+
+/// Bytes TURN adds around a relayed datagram at most (a Send indication:
+/// header 20, XOR-PEER-ADDRESS 24 for IPv6, DATA header 4).
+const RELAY_OVERHEAD: usize = 48;
+
+/// Largest datagram (with TURN framing) sent through a relay even on
+/// loopback: coturn 4.6 drops relayed datagrams above about 8 KiB (measured
+/// on loopback: 8000 bytes pass, 9000 do not).
+const RELAY_MAX_DATAGRAM: usize = 8192;
+
+/// A TURN server to allocate a relay candidate on (`--turn`, XEP-0215).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnServer {
+    /// Address of the server (UDP).
+    pub server: SocketAddr,
+    /// Long-term credential user name.
+    pub username: String,
+    /// Long-term credential password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for TurnServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnServer")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One allocation, seen by the agent as socket `index`.
+#[derive(Debug)]
+struct Relay {
+    client: TurnClient,
+    /// The real socket its datagrams use.
+    socket: usize,
+    /// The virtual socket index the agent knows it by.
+    index: usize,
+    /// The relay candidate was added to the agent.
+    added: bool,
+}
 
 /// What to gather.
 #[derive(Debug, Clone)]
@@ -79,6 +139,12 @@ pub struct IceChannel {
     failed: bool,
     /// An agent event was seen since the last `poll_step` return.
     changed: bool,
+    /// TURN allocations, at most [`MAX_RELAYS`].
+    relays: Vec<Relay>,
+    /// The peer's relay candidates (their relays take at most
+    /// [`RELAY_MAX_DATAGRAM`] too); bounded like the agent's remote
+    /// candidates, 64.
+    remote_relays: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for IceChannel {
@@ -104,6 +170,17 @@ impl IceChannel {
     /// addresses are used only when bound to explicitly or when the host has
     /// no routable address at all (a link with only link-local IPv6).
     pub async fn gather(config: GatherConfig) -> io::Result<IceChannel> {
+        Self::gather_with_relays(config, Vec::new()).await
+    }
+
+    /// Like [`gather`](Self::gather), and allocates a relay candidate on
+    /// each TURN server (at most [`MAX_RELAYS`]), waiting at most
+    /// [`RELAY_GATHER_TIMEOUT`] for them. A TURN server that fails is
+    /// reported in the log and skipped.
+    pub async fn gather_with_relays(
+        config: GatherConfig,
+        turn: Vec<TurnServer>,
+    ) -> io::Result<IceChannel> {
         let addrs = match config.bind {
             Some(ip) if !ip.is_unspecified() => vec![bind_address(ip)?],
             _ => {
@@ -148,6 +225,17 @@ impl IceChannel {
                 }
             }
         }
+        let relays: Vec<(usize, TurnServer)> = turn
+            .iter()
+            .take(MAX_RELAYS)
+            .filter_map(|t| {
+                let socket = sockets.iter().position(|s| {
+                    s.local_addr()
+                        .is_ok_and(|a| a.is_ipv4() == t.server.is_ipv4())
+                })?;
+                Some((socket, t.clone()))
+            })
+            .collect();
         let (remote_tx, remote_rx) = mpsc::unbounded_channel();
         let mut chan = IceChannel {
             agent,
@@ -164,7 +252,45 @@ impl IceChannel {
             max_datagram: DEFAULT_PATH_DATAGRAM,
             failed: false,
             changed: false,
+            relays: Vec::new(),
+            remote_relays: Vec::new(),
         };
+        if relays.len() < turn.len().min(MAX_RELAYS) {
+            warn!("a TURN server has no local address of its family; skipped");
+        }
+        for (socket, t) in relays {
+            let index = chan.sockets.len() + chan.relays.len();
+            let client =
+                TurnClient::new(TurnConfig::new(t.server, &t.username, &t.password), start);
+            chan.relays.push(Relay {
+                client,
+                socket,
+                index,
+                added: false,
+            });
+        }
+        if !chan.relays.is_empty() {
+            let mut scratch = vec![0u8; 65536];
+            let wait = poll_fn(|cx| {
+                loop {
+                    if chan.relays.iter().all(|r| r.added || r.client.is_done()) {
+                        return Poll::Ready(Ok::<(), io::Error>(()));
+                    }
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match chan.poll_step(cx, &mut buf) {
+                        Poll::Ready(Ok(_)) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            });
+            match tokio::time::timeout(RELAY_GATHER_TIMEOUT, wait).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    warn!("no TURN allocation within {RELAY_GATHER_TIMEOUT:?}; going on without")
+                }
+            }
+        }
         if !config.stun.is_empty() {
             let mut scratch = vec![0u8; 2048];
             poll_fn(|cx| {
@@ -199,8 +325,57 @@ impl IceChannel {
 
     /// Adds a remote candidate directly.
     pub fn add_remote_candidate(&mut self, cand: Candidate) {
+        self.note_remote(&cand);
         let r = self.agent.add_remote_candidate(now(), cand);
         trace!(?r, "remote candidate");
+    }
+
+    /// The relayed addresses of our TURN allocations that are active.
+    pub fn relayed_addresses(&self) -> Vec<SocketAddr> {
+        self.relays
+            .iter()
+            .filter_map(|r| r.client.relayed_address())
+            .collect()
+    }
+
+    /// True when data goes through a TURN relay: ours, or the peer's (its
+    /// relay candidate is the selected remote).
+    pub fn is_relayed(&self) -> bool {
+        self.agent.selected().is_some_and(|(socket, remote)| {
+            socket >= self.sockets.len() || self.remote_relays.contains(&remote)
+        })
+    }
+
+    /// Remembers a remote relay candidate and lets our relays reach it.
+    fn note_remote(&mut self, cand: &Candidate) {
+        if cand.kind == CandidateType::Relay
+            && self.remote_relays.len() < 64
+            && !self.remote_relays.contains(&cand.address)
+        {
+            self.remote_relays.push(cand.address);
+        }
+        self.allow_relay_peer(cand.address);
+    }
+
+    /// Lets the relays carry traffic to and from a peer's candidate: only
+    /// the session peer's candidates get TURN permissions.
+    fn allow_relay_peer(&mut self, peer: SocketAddr) {
+        let t = now();
+        for r in &mut self.relays {
+            // A server on a public address cannot reach a peer's loopback,
+            // private or link-local address: no permission for those (the
+            // bound on permissions is spent on reachable addresses).
+            let server = r.client.server().ip();
+            if is_local_scope(peer.ip()) && !is_local_scope(server) {
+                trace!(%peer, "no relay permission for a local-scope peer address");
+                continue;
+            }
+            if r.client.server().is_ipv4() == peer.is_ipv4()
+                && let Err(e) = r.client.allow_peer(peer, t)
+            {
+                debug!(%peer, error = %e, "relay permission not requested");
+            }
+        }
     }
 
     /// (local, remote) addresses of the pair data is sent on.
@@ -283,6 +458,9 @@ impl IceChannel {
             self.send_waker = Some(cx.waker().clone());
             return Poll::Pending;
         };
+        if socket >= self.sockets.len() {
+            return self.poll_send_relayed(cx, socket, dest, datagram);
+        }
         let Some(sock) = self.sockets.get(socket) else {
             return Poll::Ready(Err(io::Error::other("selected socket missing")));
         };
@@ -322,6 +500,133 @@ impl IceChannel {
 
     // ----- internals -------------------------------------------------------
 
+    /// Sends a data datagram through relay `index` (a virtual socket).
+    fn poll_send_relayed(
+        &mut self,
+        cx: &mut Context<'_>,
+        index: usize,
+        dest: SocketAddr,
+        datagram: &[u8],
+    ) -> Poll<io::Result<()>> {
+        let Some(r) = self.relays.iter_mut().find(|r| r.index == index) else {
+            return Poll::Ready(Err(io::Error::other("selected relay missing")));
+        };
+        let Some(sock) = self.sockets.get(r.socket) else {
+            return Poll::Ready(Err(io::Error::other("relay socket missing")));
+        };
+        match sock.poll_send_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        if let Err(e) = r.client.send_to(dest, datagram) {
+            // The relay is gone or refused: the pair will time out and the
+            // agent switches; UDP loses datagrams anyway.
+            trace!(error = %e, "relayed datagram not sent");
+            return Poll::Ready(Ok(()));
+        }
+        while let Some(t) = r.client.poll_transmit() {
+            match sock.try_send_to(&t.contents, t.destination) {
+                Ok(_) => {}
+                Err(e) if transient(&e) => trace!(error = %e, "relay send dropped"),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The next datagram for a real socket: the relays' own traffic first,
+    /// then the agent's; agent transmits on a virtual socket are wrapped by
+    /// that relay.
+    fn next_transmit(&mut self, t: std::time::Instant) -> Option<Transmit> {
+        loop {
+            for r in &mut self.relays {
+                if let Some(x) = r.client.poll_transmit() {
+                    return Some(Transmit {
+                        socket: r.socket,
+                        destination: x.destination,
+                        payload: x.contents,
+                    });
+                }
+            }
+            let tx = self.agent.poll_transmit(t)?;
+            if tx.socket < self.sockets.len() {
+                return Some(tx);
+            }
+            if let Some(r) = self.relays.iter_mut().find(|r| r.index == tx.socket)
+                && let Err(e) = r.client.send_to(tx.destination, &tx.payload)
+            {
+                trace!(dest = %tx.destination, error = %e, "check not relayed");
+            }
+        }
+    }
+
+    /// Handles the relays' events: a new allocation becomes a relay
+    /// candidate; failures are logged (the relay's pairs then time out).
+    fn relay_events(&mut self) {
+        for k in 0..self.relays.len() {
+            while let Some(e) = self.relays[k].client.poll_event() {
+                let server = self.relays[k].client.server();
+                match e {
+                    TurnEvent::Allocated {
+                        relayed, mapped, ..
+                    } => {
+                        debug!(%server, %relayed, "TURN allocation");
+                        if !self.relays[k].added {
+                            self.relays[k].added = true;
+                            // The mapped address is a server-reflexive
+                            // candidate unless it is a host address.
+                            if let Some(m) = mapped
+                                && !self.agent.local_candidates().any(|c| c.address == m)
+                            {
+                                let cand = self.agent.make_local_candidate(m, CandidateType::Stun);
+                                debug!(mapped = %m, "server-reflexive candidate from TURN");
+                                self.agent.add_local_candidate(self.relays[k].socket, cand);
+                            }
+                            let cand = self
+                                .agent
+                                .make_local_candidate(relayed, CandidateType::Relay);
+                            self.agent.add_local_candidate(self.relays[k].index, cand);
+                            self.changed = true;
+                        }
+                    }
+                    TurnEvent::Failed(err) => {
+                        warn!("TURN relay unusable: {err}");
+                        self.changed = true;
+                    }
+                    TurnEvent::PeerFailed { peer, error } => {
+                        debug!(%peer, "TURN peer refused: {error}")
+                    }
+                    TurnEvent::Refreshed { lifetime } => {
+                        trace!(%server, ?lifetime, "TURN allocation refreshed")
+                    }
+                    other => trace!(%server, ?other, "TURN event"),
+                }
+            }
+        }
+    }
+
+    /// Hands a datagram from relay `k`'s server to the TURN client and, if
+    /// it carried one from a peer, to the agent as received on the relay's
+    /// virtual socket. The payload replaces the datagram in `buf`.
+    fn relay_datagram(&mut self, k: usize, buf: &mut ReadBuf<'_>, start: usize) -> Received {
+        let t = now();
+        let relayed = self.relays[k]
+            .client
+            .handle_datagram(&buf.filled()[start..], t);
+        buf.set_filled(start);
+        let Some((peer, payload)) = relayed else {
+            return Received::Stun;
+        };
+        if payload.len() > buf.remaining() {
+            return Received::Dropped;
+        }
+        buf.put_slice(&payload);
+        let index = self.relays[k].index;
+        self.agent
+            .handle_datagram(t, index, peer, &buf.filled()[start..])
+    }
+
     /// One step of work: returns when a data datagram is in `buf`, when the
     /// agent reported an event (so callers waiting on state re-check), or
     /// Pending with every waker registered.
@@ -338,9 +643,23 @@ impl IceChannel {
                 let start = buf.filled().len();
                 match self.sockets[i].poll_recv_from(cx, buf) {
                     Poll::Ready(Ok(from)) => {
-                        let r = self
-                            .agent
-                            .handle_datagram(now(), i, from, &buf.filled()[start..]);
+                        // A TURN server is often the STUN server too: its
+                        // classic binding answers (no magic cookie) go to
+                        // the agent, RFC 5389 messages and ChannelData to
+                        // the relay.
+                        let data = &buf.filled()[start..];
+                        let turn = StunMessage::looks_like(data) || channel_data::looks_like(data);
+                        let relay = self
+                            .relays
+                            .iter()
+                            .position(|r| turn && r.socket == i && r.client.server() == from);
+                        let r = match relay {
+                            Some(k) => self.relay_datagram(k, buf, start),
+                            None => {
+                                self.agent
+                                    .handle_datagram(now(), i, from, &buf.filled()[start..])
+                            }
+                        };
                         if r == Received::Data {
                             self.next_socket = (i + 1) % n;
                             return Poll::Ready(Ok(Step::Data));
@@ -365,6 +684,7 @@ impl IceChannel {
     /// Remote candidates in, timer, STUN out, events.
     fn drive(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(Some(c)) = self.remote_rx.poll_recv(cx) {
+            self.note_remote(&c);
             let r = self.agent.add_remote_candidate(now(), c);
             trace!(?r, "remote candidate");
         }
@@ -373,8 +693,22 @@ impl IceChannel {
             if self.agent.poll_timeout().is_some_and(|d| d <= t) {
                 self.agent.handle_timeout(t);
             }
+            for r in &mut self.relays {
+                if r.client.poll_timeout().is_some_and(|d| d <= t) {
+                    r.client.handle_timeout(t);
+                }
+            }
             self.flush(cx);
-            match self.agent.poll_timeout() {
+            let relays = self
+                .relays
+                .iter()
+                .filter_map(|r| r.client.poll_timeout())
+                .min();
+            let next = match (self.agent.poll_timeout(), relays) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
                 None => {
                     self.timer_at = None;
                     break;
@@ -399,7 +733,7 @@ impl IceChannel {
         loop {
             let tx = match self.pending_tx.take() {
                 Some(tx) => tx,
-                None => match self.agent.poll_transmit(t) {
+                None => match self.next_transmit(t) {
                     Some(tx) => tx,
                     None => break,
                 },
@@ -420,6 +754,7 @@ impl IceChannel {
                 }
             }
         }
+        self.relay_events();
         while let Some(e) = self.agent.poll_event() {
             self.changed = true;
             match e {
@@ -428,16 +763,36 @@ impl IceChannel {
                     local,
                     remote,
                 } => {
+                    let relay = self.relays.iter().find(|r| r.index == socket);
+                    let real = relay.map_or(socket, |r| r.socket);
                     // The socket's own address (with its scope), not a
-                    // server-reflexive one.
+                    // server-reflexive or relayed one.
                     let mut from = self
                         .sockets
-                        .get(socket)
+                        .get(real)
                         .and_then(|s| s.local_addr().ok())
                         .unwrap_or(local);
                     from.set_port(0);
-                    self.max_datagram = path_datagram_size(from, remote);
-                    debug!(%local, %remote, max_datagram = self.max_datagram, "ICE selected pair");
+                    self.max_datagram = match relay {
+                        // The server's path counts, less TURN's framing.
+                        Some(r) => path_datagram_size(from, r.client.server())
+                            .min(RELAY_MAX_DATAGRAM)
+                            .saturating_sub(RELAY_OVERHEAD),
+                        None if self.remote_relays.contains(&remote) => {
+                            path_datagram_size(from, remote)
+                                .min(RELAY_MAX_DATAGRAM)
+                                .saturating_sub(RELAY_OVERHEAD)
+                        }
+                        None => path_datagram_size(from, remote),
+                    };
+                    let via = if relay.is_some() {
+                        "relay"
+                    } else if self.remote_relays.contains(&remote) {
+                        "peer relay"
+                    } else {
+                        "direct"
+                    };
+                    debug!(%local, %remote, via, max_datagram = self.max_datagram, "ICE selected pair");
                     self.selected = Some((local, remote));
                     if let Some(w) = self.send_waker.take() {
                         w.wake();
@@ -461,6 +816,37 @@ impl IceChannel {
             self.selected = None;
         }
         self.failed = self.agent.is_failed();
+    }
+}
+
+impl Drop for IceChannel {
+    /// Releases the TURN allocations (a Refresh with lifetime 0, sent once
+    /// without waiting: the server frees the relay at once instead of at
+    /// the end of its lifetime).
+    fn drop(&mut self) {
+        let t = now();
+        for r in &mut self.relays {
+            r.client.release(t);
+            let Some(sock) = self.sockets.get(r.socket) else {
+                continue;
+            };
+            while let Some(x) = r.client.poll_transmit() {
+                let _ = sock.try_send_to(&x.contents, x.destination);
+            }
+        }
+    }
+}
+
+/// Loopback, private (RFC 1918, IPv6 ULA) or link-local: not reachable
+/// from a server on the public internet.
+fn is_local_scope(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
     }
 }
 

@@ -15,4 +15,4 @@ pub mod stun;
 
 pub use agent::{AddRemote, IceAgent, IceConfig, IceEvent, Received, Transmit};
 pub use candidate::{Candidate, CandidateType, random_fragment};
-pub use driver::{GatherConfig, IceChannel};
+pub use driver::{GatherConfig, IceChannel, TurnServer};

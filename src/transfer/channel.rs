@@ -17,7 +17,7 @@ use tracing::debug;
 
 use super::{CommonOptions, Exit, Failure};
 use crate::config::Settings;
-use crate::ice::{Candidate, GatherConfig, IceChannel};
+use crate::ice::{Candidate, GatherConfig, IceChannel, TurnServer};
 use crate::pseudotcp::{self, DatagramIo, PseudoTcpStream};
 use crate::session::SessionHandle;
 use crate::xmpp::{IqRequest, Xmpp};
@@ -30,6 +30,8 @@ pub struct ChannelSpec {
     pub name: String,
     pub bind: Option<IpAddr>,
     pub stun: Vec<SocketAddr>,
+    /// TURN servers for relay candidates: `--turn`, then the XMPP server's.
+    pub turn: Vec<TurnServer>,
     /// How long finding a working pair and opening PseudoTCP may take.
     pub connect_timeout: Duration,
     /// `--advertise`: the one address announced instead of ours.
@@ -54,10 +56,37 @@ impl ChannelSpec {
         if stun.is_empty() {
             stun = jingleinfo_stun(xmpp).await;
         }
+        let mut turn = Vec::new();
+        if let Some(t) = &settings.turn {
+            let server = tokio::net::lookup_host(t.server.as_str())
+                .await
+                .ok()
+                .and_then(|mut a| a.find(|a| a.is_ipv4()))
+                .ok_or_else(|| {
+                    Failure::new(Exit::Usage, format!("--turn {}: no IPv4 address", t.server))
+                })?;
+            turn.push(TurnServer {
+                server,
+                username: t.username.clone(),
+                password: t.password.clone(),
+            });
+        }
+        let (found_stun, found_turn) = extdisco_servers(xmpp).await;
+        for s in found_stun {
+            if !stun.contains(&s) {
+                stun.push(s);
+            }
+        }
+        for t in found_turn {
+            if !turn.contains(&t) {
+                turn.push(t);
+            }
+        }
         Ok(Self {
             name: String::new(),
             bind: settings.bind,
             stun,
+            turn,
             connect_timeout: common.timeout,
             advertise: common.advertise,
         })
@@ -68,6 +97,48 @@ impl ChannelSpec {
         self.name = name.to_string();
         self
     }
+}
+
+/// Asks our server for STUN and TURN servers (XEP-0215, with TURN
+/// credentials); an error or silence means none. Only UDP services with an
+/// IPv4 address are kept.
+async fn extdisco_servers(xmpp: &Xmpp) -> (Vec<SocketAddr>, Vec<TurnServer>) {
+    use crate::xmpp::extdisco::{self, ServiceKind};
+    let Ok(domain) = tokio_xmpp::parsers::jid::Jid::new(xmpp.jid().domain().as_str()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let services = match extdisco::discover(xmpp, domain, Duration::from_secs(3)).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%e, "no external services from the server");
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let (mut stun, mut turn) = (Vec::new(), Vec::new());
+    for s in services.iter().filter(|s| s.is_udp()) {
+        let Some(addr) = tokio::net::lookup_host(s.host_port())
+            .await
+            .ok()
+            .and_then(|mut a| a.find(|a| a.is_ipv4()))
+        else {
+            continue;
+        };
+        match (&s.kind, &s.username, &s.password) {
+            (ServiceKind::Stun, _, _) => stun.push(addr),
+            (ServiceKind::Turn, Some(user), Some(pass)) => turn.push(TurnServer {
+                server: addr,
+                username: user.clone(),
+                password: pass.clone(),
+            }),
+            _ => {}
+        }
+    }
+    debug!(
+        ?stun,
+        turn = turn.len(),
+        "external services from the server"
+    );
+    (stun, turn)
 }
 
 /// Asks our server for STUN servers; an error or silence means none.
@@ -377,7 +448,7 @@ where
                 bind: spec.bind,
                 stun: spec.stun.clone(),
             };
-            let mut ice = IceChannel::gather(config)
+            let mut ice = IceChannel::gather_with_relays(config, spec.turn.clone())
                 .await
                 .map_err(|e| format!("cannot open UDP sockets: {e}"))?;
             let mut candidates = ice.local_candidates();

@@ -382,11 +382,15 @@ impl TurnClient {
         if self.state != State::Allocated {
             return Err(TurnError::NotAllocated);
         }
-        let Some(p) = self.peers.get(&peer) else {
-            return Err(TurnError::NotPermitted { peer });
+        // A peer is reachable when its IP has a permission (RFC 8656 §9):
+        // peer-reflexive addresses of an allowed IP go as Send indications.
+        let channel = match self.peers.get(&peer) {
+            Some(p) => p.bound.then_some(p.channel),
+            None if self.permissions.contains_key(&peer.ip()) => None,
+            None => return Err(TurnError::NotPermitted { peer }),
         };
-        let contents = if p.bound {
-            channel_data::encode(p.channel, data)
+        let contents = if let Some(channel) = channel {
+            channel_data::encode(channel, data)
         } else {
             StunBuilder::new(Method::Send, Class::Indication, rand::random())
                 .xor_address(ATTR_XOR_PEER_ADDRESS, peer)

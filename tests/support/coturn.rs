@@ -24,15 +24,42 @@ pub struct Coturn {
     dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<std::ffi::OsString>,
+    /// Network namespace it runs in (`ip netns` name), if not ours.
+    netns: Option<String>,
 }
 
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+/// Runs `f` on a thread that joined network namespace `ns` (root only), or
+/// here when `ns` is `None`.
+pub fn in_namespace<T: Send>(ns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
+    let Some(ns) = ns else {
+        return f();
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid namespace fd; only this thread moves.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
+}
+
+fn free_udp_port_on(ip: &str) -> u16 {
+    let s = UdpSocket::bind((ip, 0)).expect("bind a free UDP port");
     s.local_addr().expect("local addr").port()
 }
 
 impl Coturn {
     pub fn start(auth: Auth<'_>, extra: &[&str]) -> Coturn {
+        Self::start_at(None, "127.0.0.1", auth, extra)
+    }
+
+    /// A server on `ip` inside network namespace `netns` (or ours).
+    pub fn start_at(netns: Option<&str>, ip: &str, auth: Auth<'_>, extra: &[&str]) -> Coturn {
         let found = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).any(|d| d.join("turnserver").is_file()))
             .unwrap_or(false);
@@ -44,13 +71,13 @@ impl Coturn {
             .prefix("gshare-coturn-")
             .tempdir()
             .expect("tempdir");
-        let port = free_udp_port();
+        let port = in_namespace(netns, || free_udp_port_on(ip));
         // A relay range below the ephemeral ports, different per server
         // (tests run in parallel).
         let min = 20000 + (u32::from(port) * 7919 % 490) as u16 * 20;
         let d = dir.path();
         let mut cmd = Command::new("turnserver");
-        cmd.args(["-n", "--realm", REALM, "-L", "127.0.0.1", "-E", "127.0.0.1"])
+        cmd.args(["-n", "--realm", REALM, "-L", ip, "-E", ip])
             .args(["-p", &port.to_string()])
             .args([
                 "--min-port",
@@ -90,17 +117,26 @@ impl Coturn {
         }
         cmd.args(extra);
         let mut c = Coturn {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::new(ip.parse().expect("an IP address"), port),
             dir,
             child: None,
             args: cmd.get_args().map(|a| a.to_owned()).collect(),
+            netns: netns.map(str::to_owned),
         };
         c.launch();
         c
     }
 
     fn launch(&mut self) {
-        let child = Command::new("turnserver")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "turnserver"]);
+                c
+            }
+            None => Command::new("turnserver"),
+        };
+        let child = cmd
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -126,27 +162,32 @@ impl Coturn {
 
     /// Waits until a classic binding request gets an answer.
     fn wait_ready(&mut self) {
-        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let ns = self.netns.clone();
+        let addr = self.addr;
+        let ok = in_namespace(ns.as_deref(), || Self::probe(addr));
+        if !ok {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("turnserver exited with {status}: {}", self.log_tail());
+            }
+            panic!("turnserver did not answer: {}", self.log_tail());
+        }
+    }
+
+    fn probe(addr: SocketAddr) -> bool {
+        let s = UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).expect("bind");
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut req = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
         req.extend_from_slice(&[9; 12]);
         let mut buf = [0u8; 1500];
-        loop {
-            let _ = s.send_to(&req, self.addr);
+        while Instant::now() < deadline {
+            let _ = s.send_to(&req, addr);
             if s.recv_from(&mut buf).is_ok() {
-                return;
+                return true;
             }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("turnserver exited with {status}: {}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "turnserver did not answer: {}",
-                self.log_tail()
-            );
         }
+        false
     }
 
     pub fn dir(&self) -> &Path {

@@ -35,6 +35,9 @@ pub struct Options {
     pub upload: Option<Upload>,
     /// Store messages for offline accounts (`mod_offline`).
     pub offline: bool,
+    /// Run inside this network namespace (`ip netns` name), listening on
+    /// this address instead of 127.0.0.1 (the TURN lab's public segment).
+    pub netns: Option<(String, String)>,
 }
 
 /// `mod_http_file_share` limits.
@@ -171,7 +174,7 @@ log = {{ debug = "{d}/prosody.log" }}
 modules_enabled = {{ {enabled} }}
 modules_disabled = {{ {disabled} }}
 c2s_ports = {{ {port} }}
-c2s_interfaces = {{ "127.0.0.1" }}
+c2s_interfaces = {{ "{c2s_ip}" }}
 s2s_ports = {{ }}
 component_ports = {{ }}
 http_ports = {{ }}
@@ -181,7 +184,8 @@ certificates = "{d}"
 {extra}VirtualHost "{DOMAIN}"
   ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
 {components}"#,
-            port = self.port
+            port = self.port,
+            c2s_ip = self.c2s_ip(),
         );
         std::fs::write(self.config_path(), cfg).expect("write prosody config");
     }
@@ -203,7 +207,15 @@ certificates = "{d}"
 
     fn launch(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("prosody.out")).expect("log file");
-        let child = Command::new("prosody")
+        let mut cmd = match &self.options.netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "prosody"]);
+                c
+            }
+            None => Command::new("prosody"),
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.config_path())
             .arg("-F")
@@ -218,9 +230,32 @@ certificates = "{d}"
         }
     }
 
+    fn c2s_ip(&self) -> &str {
+        self.options
+            .netns
+            .as_ref()
+            .map_or("127.0.0.1", |(_, ip)| ip.as_str())
+    }
+
+    /// Whether something accepts TCP on `port` (inside the namespace, if
+    /// the server runs in one).
+    fn listening(&self, port: u16) -> bool {
+        match &self.options.netns {
+            Some((ns, ip)) => Command::new("ip")
+                .args(["netns", "exec", ns, "bash", "-c"])
+                .arg(format!("exec 3<>/dev/tcp/{ip}/{port}"))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            None => {
+                let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            }
+        }
+    }
+
     fn wait_listening(&mut self, port: u16, deadline: Instant) {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        while !self.listening(port) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("prosody exited with {status}: {}", self.log_tail());
             }
@@ -255,7 +290,7 @@ certificates = "{d}"
 
     /// `127.0.0.1:PORT`, for `--server`.
     pub fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.c2s_ip(), self.port)
     }
 
     /// The server's private key (for a test's own HTTPS server posing as it).
