@@ -191,7 +191,10 @@ fn sender_active(now: Instant, chan: &str) -> (SessionManager, SessionHandle, St
     assert_eq!(
         events(&mut m),
         vec![
-            SessionEvent::Accepted { handle: h },
+            SessionEvent::Accepted {
+                handle: h,
+                extension: None
+            },
             SessionEvent::ChannelRequested {
                 handle: h,
                 name: chan.into()
@@ -230,7 +233,13 @@ fn sender_accepts_gabbles_full_manifest_accept() {
     );
     assert!(m.handle_iq(now, set(PEER, &sid, ME, "accept", &inner)));
     assert_eq!(kinds(&drain(&mut m)), ["result", "result"]);
-    assert_eq!(events(&mut m), vec![SessionEvent::Accepted { handle: h }]);
+    assert_eq!(
+        events(&mut m),
+        vec![SessionEvent::Accepted {
+            handle: h,
+            extension: None
+        }]
+    );
     let info = m.info(h).unwrap();
     assert!(info.accepted);
     assert_eq!(info.dialect, Dialect::Modern);

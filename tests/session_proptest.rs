@@ -174,7 +174,7 @@ impl Tracker {
                     self.handles.push(*handle);
                     *handle
                 }
-                SessionEvent::Accepted { handle }
+                SessionEvent::Accepted { handle, .. }
                 | SessionEvent::ChannelRequested { handle, .. }
                 | SessionEvent::ChannelGone { handle, .. }
                 | SessionEvent::RemoteCandidates { handle, .. }

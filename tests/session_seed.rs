@@ -53,6 +53,7 @@ fn receiver_answers_the_seed_sender_like_the_seed_receiver() {
             manifest,
             source_path,
             preview_path,
+            extension: None,
         },
     ] = ev.as_slice()
     else {
@@ -222,7 +223,13 @@ fn sender_answers_the_seed_receiver_like_the_seed_sender() {
     // 5 accept -> 6 result + Accepted
     assert!(m.handle_iq(now, from_peer(5)));
     assert_matches_seed(&one(&mut m), 6, &result);
-    assert_eq!(events(&mut m), vec![SessionEvent::Accepted { handle: h }]);
+    assert_eq!(
+        events(&mut m),
+        vec![SessionEvent::Accepted {
+            handle: h,
+            extension: None
+        }]
+    );
 
     // 7 info channel -> 8 result + ChannelRequested
     assert!(m.handle_iq(now, from_peer(7)));
@@ -323,7 +330,13 @@ fn two_machines_talk_to_each_other_through_a_whole_transfer() {
     let r = *r;
     rx.accept(now, r).unwrap();
     pump(now, &mut tx, a, &mut rx, b);
-    assert_eq!(events(&mut tx), vec![SessionEvent::Accepted { handle: h }]);
+    assert_eq!(
+        events(&mut tx),
+        vec![SessionEvent::Accepted {
+            handle: h,
+            extension: None
+        }]
+    );
     let ch = rx.open_channel(now, r).unwrap();
     pump(now, &mut tx, a, &mut rx, b);
     assert_eq!(

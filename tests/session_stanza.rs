@@ -686,6 +686,7 @@ fn full_message_round_trip() {
                 supports_http: true,
                 source_path: Some("/temporary/6cf87e0e88fce56858176902d749b0e0/".into()),
                 preview_path: Some("/temporary/7aee7d5f84a874cab389f89773927e66/".into()),
+                extension: None,
             },
             p2p_transport: true,
         },

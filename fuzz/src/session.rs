@@ -328,7 +328,7 @@ impl Side {
                     assert!(self.live.insert(handle), "offer for a known handle");
                     assert!(self.m.info(handle).is_some(), "offer handle not live");
                 }
-                SessionEvent::Accepted { handle }
+                SessionEvent::Accepted { handle, .. }
                 | SessionEvent::Complete { handle }
                 | SessionEvent::RemoteCandidates { handle, .. }
                 | SessionEvent::ChannelGone { handle, .. } => {

@@ -24,9 +24,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tracing::{debug, trace};
+
+use crate::rng::SecretRng;
 
 use super::candidate::{Candidate, CandidateType};
 use super::stun::{ERROR_BAD_REQUEST, ERROR_STALE_CREDENTIALS, ErrorCode, Message, MessageType};
@@ -37,8 +38,10 @@ use super::stun::{ERROR_BAD_REQUEST, ERROR_STALE_CREDENTIALS, ErrorCode, Message
 pub struct IceConfig {
     /// Transport channel name, put on server-reflexive candidates we learn.
     pub name: String,
-    /// Seed for transaction ids and fragments (tests pass a fixed one).
-    pub seed: u64,
+    /// Where transaction ids and candidate fragments come from: `None` is
+    /// the operating system's RNG (production, [`IceConfig::with_os_rng`]);
+    /// `Some(seed)` a seeded generator, for deterministic simulations only.
+    pub seed: Option<u64>,
     /// Check pacing while no pair is writable (`UNWRITABLE_DELAY`, 50 ms).
     pub unwritable_delay: Duration,
     /// Check pacing once a pair is writable (`WRITABLE_DELAY`, 480 ms).
@@ -77,11 +80,23 @@ pub struct IceConfig {
 }
 
 impl IceConfig {
-    /// libjingle 0.4 defaults for a channel called `name`.
+    /// libjingle 0.4 defaults for a channel called `name`, with secrets
+    /// from the operating system's RNG: what production uses.
+    pub fn with_os_rng(name: &str) -> Self {
+        IceConfig {
+            seed: None,
+            ..IceConfig::new(name, 0)
+        }
+    }
+
+    /// libjingle 0.4 defaults for a channel called `name`, with a seeded
+    /// generator: deterministic, for simulations and tests only (a 64-bit
+    /// seed does not make secrets; production uses
+    /// [`IceConfig::with_os_rng`]).
     pub fn new(name: &str, seed: u64) -> Self {
         IceConfig {
             name: name.to_owned(),
-            seed,
+            seed: Some(seed),
             unwritable_delay: Duration::from_millis(50),
             writable_delay: Duration::from_millis(480),
             keepalive_interval: Duration::from_millis(900),
@@ -266,7 +281,9 @@ enum ChannelState {
 #[derive(Debug)]
 pub struct IceAgent {
     config: IceConfig,
-    rng: StdRng,
+    /// Usernames, passwords and transaction ids (docs/protocol.md §B.1):
+    /// the OS RNG unless the config asks for a seeded simulation.
+    rng: SecretRng,
     locals: Vec<Local>,
     remotes: Vec<Remote>,
     pairs: Vec<Pair>,
@@ -295,7 +312,10 @@ impl IceAgent {
     /// A new agent with no candidates.
     pub fn new(config: IceConfig, now: Instant) -> Self {
         let _ = now;
-        let rng = StdRng::seed_from_u64(config.seed);
+        let rng = match config.seed {
+            Some(seed) => SecretRng::seeded(seed),
+            None => SecretRng::Os,
+        };
         IceAgent {
             config,
             rng,
@@ -413,7 +433,9 @@ impl IceAgent {
         }
         // A peer-reflexive candidate now signalled: adopt the signalled data.
         if let Some(r) = self.remotes.iter().position(|r| {
-            r.prflx && r.cand.address == cand.address && r.cand.username == cand.username
+            r.prflx
+                && same_endpoint(r.cand.address, cand.address)
+                && r.cand.username == cand.username
         }) {
             let pref = cand.preference;
             self.remotes[r] = Remote { cand, prflx: false };
@@ -422,7 +444,7 @@ impl IceAgent {
                 self.remotes[r].cand.username.clone(),
             );
             for p in &mut self.pairs {
-                if p.remote_addr == addr && p.remote_username == user {
+                if same_endpoint(p.remote_addr, addr) && p.remote_username == user {
                     p.preference =
                         self.locals.get(p.local).map_or(0.0, |l| l.cand.preference) * pref;
                 }
@@ -566,7 +588,7 @@ impl IceAgent {
             id: self.next_pair_id,
             local,
             socket: l.socket,
-            remote_addr: r.cand.address,
+            remote_addr: reached_from(r.cand.address, l.cand.address),
             remote_username: r.cand.username.clone(),
             generation: r.cand.generation,
             preference: l.cand.preference * r.cand.preference,
@@ -676,7 +698,7 @@ impl IceAgent {
         let found = self
             .pairs
             .iter()
-            .position(|p| p.readable && p.socket == socket && p.remote_addr == from);
+            .position(|p| p.readable && p.socket == socket && same_endpoint(p.remote_addr, from));
         match found {
             Some(i) => {
                 self.data_cache = Some((socket, from, i));
@@ -750,7 +772,9 @@ impl IceAgent {
         };
         let remote_part = &username[self.locals[local].cand.username.len()..];
         let existing = self.pairs.iter().position(|p| {
-            p.local == local && p.remote_addr == from && p.remote_username.as_bytes() == remote_part
+            p.local == local
+                && same_endpoint(p.remote_addr, from)
+                && p.remote_username.as_bytes() == remote_part
         });
         let pair = match existing {
             Some(i) => i,
@@ -773,8 +797,10 @@ impl IceAgent {
                     );
                     return;
                 };
+                let local_addr = self.locals[local].cand.address;
                 let remote = match self.remotes.iter().position(|r| {
-                    r.cand.address == from && r.cand.username.as_bytes() == remote_part
+                    same_endpoint(reached_from(r.cand.address, local_addr), from)
+                        && r.cand.username.as_bytes() == remote_part
                 }) {
                     Some(r) => r,
                     None => {
@@ -856,7 +882,9 @@ impl IceAgent {
                 let Some(i) = self.pairs.iter().position(|p| p.id == pair) else {
                     return;
                 };
-                if self.pairs[i].remote_addr != from {
+                // Compared with the scope: an IPv6 link-local answer comes
+                // from `fe80::…%if`, the signalled candidate had no scope.
+                if !same_endpoint(self.pairs[i].remote_addr, from) {
                     trace!(%from, "response from the wrong address");
                     return;
                 }
@@ -1117,5 +1145,74 @@ impl IceAgent {
                 ChannelState::New => {}
             }
         }
+    }
+}
+
+/// `addr` as reached from our candidate `local`. A remote IPv6 link-local
+/// address means nothing without the link it is on, and candidates parsed
+/// from XML never carry one (the zone is not part of the wire form,
+/// docs/protocol.md §B.1): such an address takes the interface (scope id)
+/// of the local socket when that socket is itself bound to a link.
+fn reached_from(addr: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (addr, local) {
+        (SocketAddr::V6(mut a), SocketAddr::V6(l))
+            if a.scope_id() == 0 && is_link_local(a.ip()) && l.scope_id() != 0 =>
+        {
+            a.set_scope_id(l.scope_id());
+            SocketAddr::V6(a)
+        }
+        _ => addr,
+    }
+}
+
+/// The same transport address: IP and port equal, and for IPv6 the same
+/// scope where both sides know it (0 = not known, as for a remote candidate
+/// paired with a socket bound to a routable address, whose checks the
+/// kernel routed). The flow label is not part of the address. A strict `==`
+/// on `SocketAddr` compares both, so a response from `[fe80::…%4]` never
+/// matched the pair to the signalled `fe80::…`.
+pub(crate) fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    match (a, b) {
+        (SocketAddr::V6(a), SocketAddr::V6(b)) => {
+            a.ip() == b.ip()
+                && a.port() == b.port()
+                && (a.scope_id() == b.scope_id() || a.scope_id() == 0 || b.scope_id() == 0)
+        }
+        _ => a == b,
+    }
+}
+
+/// fe80::/10.
+fn is_link_local(ip: &std::net::Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+#[cfg(test)]
+mod rng_tests {
+    use super::*;
+
+    /// Production agents draw fragments and transaction ids from the OS
+    /// RNG; seeded ones (simulations) repeat themselves.
+    #[test]
+    fn production_config_uses_the_os_rng() {
+        let now = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let config = IceConfig::with_os_rng("private-1");
+        assert_eq!(config.seed, None);
+        let mut a = IceAgent::new(config.clone(), now);
+        assert!(a.rng.is_os());
+        let mut b = IceAgent::new(config, now);
+        let ca = a.make_local_candidate(addr, CandidateType::Local);
+        let cb = b.make_local_candidate(addr, CandidateType::Local);
+        assert_ne!(ca.username, cb.username);
+        assert_ne!(ca.password, cb.password);
+        assert_ne!(a.random_tid(), b.random_tid());
+
+        let mut s1 = IceAgent::new(IceConfig::new("private-1", 42), now);
+        let mut s2 = IceAgent::new(IceConfig::new("private-1", 42), now);
+        assert!(!s1.rng.is_os());
+        assert_eq!(
+            s1.make_local_candidate(addr, CandidateType::Local).username,
+            s2.make_local_candidate(addr, CandidateType::Local).username
+        );
     }
 }

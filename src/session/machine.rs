@@ -18,19 +18,21 @@ use std::time::{Duration, Instant};
 
 use jid::{FullJid, Jid};
 use minidom::Element;
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tracing::debug;
 
 use super::envelope::{
     Condition, ErrorReply, ErrorType, IqIn, IqOut, IqOutKind, IqPayload, ReceivedError,
     bounded_copy,
 };
+use super::extension::Extension;
 use super::stanza::{
     Action, InfoItem, MAX_MANIFEST_ITEMS, MAX_NAME_BYTES, Manifest, NS_P2P, NS_SESSION,
     SessionBody, SessionHeader, SessionMessage, ShareDescription, unknown_channel_name_element,
 };
 use crate::ice::Candidate;
+use crate::rng::SecretRng;
 
 /// LJ04's session timeout (50 s) used for every timer by default: an IQ
 /// without answer, an offer without accept/decision, an accepted session
@@ -189,11 +191,15 @@ pub enum SessionEvent {
         source_path: String,
         /// HTTP path prefix for previews, if offered.
         preview_path: Option<String>,
+        /// The sender's `<secure>` extension; `None` for classic peers.
+        extension: Option<Extension>,
     },
     /// Sender: the receiver accepted.
     Accepted {
         /// The session.
         handle: SessionHandle,
+        /// The receiver's `<secure>` extension; `None` for classic peers.
+        extension: Option<Extension>,
     },
     /// The peer announced a transport channel (sender: the receiver's
     /// `info <channel>`); create it and send candidates for it.
@@ -281,6 +287,10 @@ pub struct SessionInfo {
     pub accepted: bool,
     /// Known channel names, in creation order.
     pub channels: Vec<String>,
+    /// The extension we sent (initiate or accept).
+    pub local_extension: Option<Extension>,
+    /// The peer's extension (from its initiate or accept).
+    pub remote_extension: Option<Extension>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +330,8 @@ struct Session {
     remote_candidates: Vec<Candidate>,
     sent_candidates: Vec<Candidate>,
     timer: Option<(Instant, TimerKind)>,
+    local_extension: Option<Extension>,
+    remote_extension: Option<Extension>,
 }
 
 impl Session {
@@ -370,7 +382,9 @@ enum Failure {
 pub struct SessionManager {
     local: FullJid,
     config: Config,
-    rng: StdRng,
+    /// Session ids, HTTP source paths, candidate passwords and IQ ids: the
+    /// OS RNG in production ([`SessionManager::new`]).
+    rng: SecretRng,
     id_prefix: String,
     next_iq: u64,
     next_handle: u64,
@@ -385,15 +399,19 @@ const BASE64_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 impl SessionManager {
-    /// A manager whose randomness (session ids, paths, IQ ids) comes from a
-    /// CSPRNG seeded by the operating system.
+    /// A manager whose randomness (session ids, paths, IQ ids) is read from
+    /// the operating system's RNG on every draw.
     pub fn new(local_jid: FullJid, config: Config) -> Self {
-        Self::with_rng(local_jid, config, StdRng::from_os_rng())
+        Self::with_secret_rng(local_jid, config, SecretRng::Os)
     }
 
-    /// As [`SessionManager::new`] with a given generator (seed it for
-    /// deterministic tests; production should use `new`).
-    pub fn with_rng(local_jid: FullJid, config: Config, mut rng: StdRng) -> Self {
+    /// As [`SessionManager::new`] with a seeded generator: deterministic,
+    /// for tests and simulations only (production uses `new`).
+    pub fn with_rng(local_jid: FullJid, config: Config, rng: StdRng) -> Self {
+        Self::with_secret_rng(local_jid, config, SecretRng::Seeded(Box::new(rng)))
+    }
+
+    fn with_secret_rng(local_jid: FullJid, config: Config, mut rng: SecretRng) -> Self {
         let id_prefix = format!("{:08x}", rng.random::<u32>());
         SessionManager {
             local: local_jid,
@@ -444,6 +462,8 @@ impl SessionManager {
             preview_path: s.preview_path.clone(),
             accepted: !matches!(s.state, State::Pending),
             channels: s.channels.clone(),
+            local_extension: s.local_extension.clone(),
+            remote_extension: s.remote_extension.clone(),
         })
     }
 
@@ -515,6 +535,22 @@ impl SessionManager {
         to: FullJid,
         manifest: Manifest,
     ) -> Result<SessionHandle, CommandError> {
+        self.initiate_with(now, to, manifest, None)
+    }
+
+    /// As [`SessionManager::initiate`], adding gshare's `<secure>`
+    /// extension to the description when `extension` is `Some` (classic
+    /// peers skip it, see [`super::extension`]). With `None` the initiate is
+    /// byte for byte the classic one. `extension.digests` must be empty or
+    /// name only existing manifest indexes; it is padded with `None` to one
+    /// entry per item.
+    pub fn initiate_with(
+        &mut self,
+        now: Instant,
+        to: FullJid,
+        manifest: Manifest,
+        extension: Option<Extension>,
+    ) -> Result<SessionHandle, CommandError> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(CommandError::TooManySessions);
         }
@@ -530,6 +566,19 @@ impl SessionManager {
             .any(|i| i.name.is_empty() || i.name.len() > MAX_NAME_BYTES)
         {
             return Err(CommandError::InvalidManifest("empty or too long name"));
+        }
+        let mut extension = extension;
+        if let Some(ext) = &mut extension {
+            if ext.digests.len() > manifest.items.len() {
+                return Err(CommandError::InvalidManifest(
+                    "digests for items that do not exist",
+                ));
+            }
+            if ext.digests.iter().any(Option::is_some) {
+                ext.digests.resize(manifest.items.len(), None);
+            } else {
+                ext.digests.clear();
+            }
         }
         let peer = Jid::from(to);
         let initiator = Jid::from(self.local.clone());
@@ -562,6 +611,8 @@ impl SessionManager {
             remote_candidates: Vec::new(),
             sent_candidates: Vec::new(),
             timer: Some((now + self.config.accept_timeout, TimerKind::Accept)),
+            local_extension: extension,
+            remote_extension: None,
         };
         let body = SessionBody::Initiate {
             description: ShareDescription {
@@ -569,6 +620,7 @@ impl SessionManager {
                 supports_http: true,
                 source_path: Some(s.source_path.clone()),
                 preview_path: s.preview_path.clone(),
+                extension: s.local_extension.clone(),
             },
             p2p_transport: true,
         };
@@ -581,15 +633,36 @@ impl SessionManager {
     /// Receiver: accepts an offer, sending the LJ04 form
     /// (`<manifest/>` + `<protocol><http/></protocol>`, §A.5).
     pub fn accept(&mut self, now: Instant, handle: SessionHandle) -> Result<(), CommandError> {
+        self.accept_with(now, handle, None)
+    }
+
+    /// As [`SessionManager::accept`], adding gshare's `<secure>` extension
+    /// to the answer when `extension` is `Some` (its `digests` are dropped:
+    /// only the sender announces them). With `None` the accept is byte for
+    /// byte the classic LJ04 form.
+    pub fn accept_with(
+        &mut self,
+        now: Instant,
+        handle: SessionHandle,
+        extension: Option<Extension>,
+    ) -> Result<(), CommandError> {
         let mut s = self.take(handle)?;
         if s.role != Role::Receiver || s.state != State::Pending {
             self.insert(s);
             return Err(CommandError::WrongState);
         }
+        let extension = extension.map(|e| Extension {
+            digests: Vec::new(),
+            ..e
+        });
         let body = SessionBody::Accept {
-            description: ShareDescription::accept_answer(),
+            description: ShareDescription {
+                extension: extension.clone(),
+                ..ShareDescription::accept_answer()
+            },
             p2p_transport: false,
         };
+        s.local_extension = extension;
         self.send_set(now, &s, body);
         s.state = State::Active { completed: false };
         s.timer = None;
@@ -1007,6 +1080,8 @@ impl SessionManager {
             remote_candidates: Vec::new(),
             sent_candidates: Vec::new(),
             timer: Some((now + self.config.accept_timeout, TimerKind::Decision)),
+            local_extension: None,
+            remote_extension: description.extension,
         };
         self.ack(&from, id);
         if s.dialect == Dialect::Modern {
@@ -1020,6 +1095,7 @@ impl SessionManager {
             manifest: s.manifest.clone(),
             source_path: s.source_path.clone(),
             preview_path: s.preview_path.clone(),
+            extension: s.remote_extension.clone(),
         });
         self.insert(s);
     }
@@ -1038,7 +1114,10 @@ impl SessionManager {
                 // Excluded by `allows`.
                 self.insert(s);
             }
-            SessionBody::Accept { p2p_transport, .. } => {
+            SessionBody::Accept {
+                p2p_transport,
+                description,
+            } => {
                 self.ack(&from, id);
                 if !s.transport_accepted && !p2p_transport {
                     // No transport-accept before the accept: an old client.
@@ -1047,8 +1126,11 @@ impl SessionManager {
                 s.state = State::Active { completed: false };
                 s.timer = None;
                 s.arm_transport_timer(now, self.config.session_timeout);
-                self.events
-                    .push_back(SessionEvent::Accepted { handle: s.handle });
+                s.remote_extension = description.extension;
+                self.events.push_back(SessionEvent::Accepted {
+                    handle: s.handle,
+                    extension: s.remote_extension.clone(),
+                });
                 self.insert(s);
             }
             SessionBody::TransportAccept => {
@@ -1339,5 +1421,23 @@ fn candidates_body(dialect: Dialect, candidates: Vec<Candidate>) -> SessionBody 
     match dialect {
         Dialect::Modern => SessionBody::TransportInfo { candidates },
         Dialect::Legacy => SessionBody::Candidates { candidates },
+    }
+}
+
+#[cfg(test)]
+mod rng_tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// Session ids and HTTP source paths come from the OS RNG in production;
+    /// only `with_rng` (tests, simulations) is seeded.
+    #[test]
+    fn production_manager_uses_the_os_rng() {
+        let jid: FullJid = "a@b.c/r".parse().unwrap();
+        let mut m = SessionManager::new(jid.clone(), Config::default());
+        assert!(m.rng.is_os());
+        assert_ne!(m.temporary_path(), m.temporary_path());
+        let seeded = SessionManager::with_rng(jid, Config::default(), StdRng::seed_from_u64(1));
+        assert!(!seeded.rng.is_os());
     }
 }

@@ -11,16 +11,21 @@
 //! * [`stanza`]: `<session>`, share `<description>`/`<manifest>`, p2p
 //!   `<transport>`/`<candidate>`, info payloads, parse and serialise.
 //! * [`envelope`]: [`IqIn`], [`IqOut`], error replies (§A.10).
+//! * [`extension`]: gshare's private `<secure>` description child
+//!   (certificate fingerprint, item digests, resume), ignored by classic
+//!   peers.
 //! * [`machine`]: [`SessionManager`], the sans-IO machine: feed it IQs and
 //!   time, poll it for IQs to send, events and the next deadline.
 
 pub mod envelope;
+pub mod extension;
 pub mod machine;
 pub mod stanza;
 
 pub use envelope::{
     Condition, ErrorReply, ErrorType, IqIn, IqOut, IqOutKind, IqPayload, ReceivedError,
 };
+pub use extension::{Extension, NS_SECURE};
 pub use machine::{
     CommandError, Config, DEFAULT_SESSION_TIMEOUT, Dialect, MAX_CANDIDATES_PER_SESSION,
     MAX_CHANNELS_PER_SESSION, MAX_PENDING_IQS, MAX_PENDING_OFFERS, MAX_SESSIONS, Role,

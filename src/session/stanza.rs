@@ -18,6 +18,7 @@ use jid::Jid;
 use minidom::Element;
 use tracing::debug;
 
+use super::extension::Extension;
 use crate::ice::{Candidate, CandidateType};
 
 /// The session envelope namespace (`<session>`, legacy `<candidate>`).
@@ -486,6 +487,9 @@ pub struct ShareDescription {
     pub source_path: Option<String>,
     /// `<url name="preview-path">`.
     pub preview_path: Option<String>,
+    /// gshare's private `<secure>` child (see [`super::extension`]); `None`
+    /// for classic peers and for anything malformed.
+    pub extension: Option<Extension>,
 }
 
 impl ShareDescription {
@@ -497,6 +501,7 @@ impl ShareDescription {
             supports_http: true,
             source_path: None,
             preview_path: None,
+            extension: None,
         }
     }
 }
@@ -513,8 +518,10 @@ impl TryFrom<&Element> for ShareDescription {
             Some(m) => Manifest::try_from(m)?,
             None => Manifest::default(),
         };
+        let extension = Extension::from_description(el, manifest.items.len());
         let mut desc = ShareDescription {
             manifest,
+            extension,
             ..ShareDescription::default()
         };
         let http = el
@@ -565,9 +572,12 @@ impl From<&ShareDescription> for Element {
             }
             protocol = protocol.append(http.build());
         }
+        // `<secure>` goes last: classic peers look up the first `<manifest>`
+        // and `<protocol>` by name and skip everything else (extension.rs).
         Element::builder("description", NS_SHARE)
             .append(Element::from(&d.manifest))
             .append(protocol.build())
+            .append_all(d.extension.as_ref().map(Extension::to_element))
             .build()
     }
 }
@@ -1032,6 +1042,9 @@ mod tests {
             "to",
             "from",
             "lang",
+            "hash",
+            "index",
+            "sha256",
         ] {
             assert_eq!(ncname(n).as_str(), n);
         }

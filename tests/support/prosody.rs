@@ -22,9 +22,13 @@ pub struct Prosody {
     child: Option<Child>,
 }
 
-/// What a test's server offers beyond login, presence and IQs.
+/// What a test's server offers beyond login, presence and IQs (the default
+/// is the plain server `start` makes).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// `mod_turn_external` (XEP-0215): `(host, port, secret)` of a TURN
+    /// server using the TURN REST shared secret.
+    pub turn_external: Option<(String, u16, String)>,
     /// XEP-0363 HTTP File Upload: `upload.localhost` (`mod_http_file_share`)
     /// on a loopback HTTPS port with the tests' own certificate; its links
     /// are `https://localhost:PORT/…`.
@@ -151,6 +155,14 @@ http_external_url = "https://{DOMAIN}:{hp}/"
                 up.size_limit, up.daily_quota
             );
         }
+        let mut extra = String::new();
+        if let Some((host, port, secret)) = &self.options.turn_external {
+            enabled.push_str(r#"; "turn_external""#);
+            extra.push_str(&format!(
+                "turn_external_host = \"{host}\"\nturn_external_port = {port}\n\
+                 turn_external_secret = \"{secret}\"\n"
+            ));
+        }
         let cfg = format!(
             r#"run_as_root = true
 pidfile = "{d}/prosody.pid"
@@ -166,7 +178,7 @@ http_ports = {{ }}
 {https}c2s_require_encryption = true
 authentication = "internal_hashed"
 certificates = "{d}"
-VirtualHost "{DOMAIN}"
+{extra}VirtualHost "{DOMAIN}"
   ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
 {components}"#,
             port = self.port

@@ -1,0 +1,230 @@
+//! The secure channel (src/secure): TLS 1.3 with both certificates pinned
+//! to the fingerprints exchanged over XMPP, over an in-memory pipe and over
+//! a real PseudoTCP connection on loopback UDP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use gshare::pseudotcp::sim::ByteStream;
+use gshare::pseudotcp::{Config, PseudoTcpStream};
+use gshare::secure::{self, Identity, SecureError};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+async fn copy_pattern<W: AsyncWrite + Unpin>(w: &mut W, total: usize, seed: u64) -> [u8; 32] {
+    let mut pattern = ByteStream::new(seed);
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(buf.len());
+        pattern.fill(&mut buf[..n]);
+        hash.update(&buf[..n]);
+        w.write_all(&buf[..n]).await.unwrap();
+        left -= n;
+    }
+    w.flush().await.unwrap();
+    hash.finalize().into()
+}
+
+async fn hash_all<R: AsyncRead + Unpin>(r: &mut R, total: usize) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = total;
+    while left > 0 {
+        let n = r.read(&mut buf[..left.min(64 * 1024)]).await.unwrap();
+        assert!(n > 0, "stream ended with {left} bytes to go");
+        hash.update(&buf[..n]);
+        left -= n;
+    }
+    hash.finalize().into()
+}
+
+#[tokio::test]
+async fn mutual_handshake_over_a_pipe_and_data_both_ways() {
+    let sender = Identity::generate().unwrap();
+    let receiver = Identity::generate().unwrap();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (s_fp, r_fp) = (sender.fingerprint(), receiver.fingerprint());
+    let (server, client) = tokio::join!(
+        secure::accept(a, &sender, r_fp),
+        secure::connect(b, &receiver, s_fp)
+    );
+    let mut server = server.unwrap();
+    let mut client = client.unwrap();
+    assert_eq!(
+        server.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(
+        client.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    // Each side saw exactly the other's certificate.
+    let peer_cert = |c: Option<&[rustls::pki_types::CertificateDer<'_>]>| {
+        secure::fingerprint(c.unwrap().first().unwrap())
+    };
+    assert_eq!(peer_cert(server.get_ref().1.peer_certificates()), r_fp);
+    assert_eq!(peer_cert(client.get_ref().1.peer_certificates()), s_fp);
+
+    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    client.flush().await.unwrap();
+    let mut req = [0u8; 18];
+    server.read_exact(&mut req).await.unwrap();
+    assert_eq!(&req, b"GET / HTTP/1.1\r\n\r\n");
+    let (sent, got) = tokio::join!(
+        copy_pattern(&mut server, 1 << 20, 3),
+        hash_all(&mut client, 1 << 20)
+    );
+    assert_eq!(sent, got);
+    // Both people read the same short code.
+    assert_eq!(
+        secure::short_code(&s_fp, &r_fp),
+        secure::short_code(&s_fp, &r_fp)
+    );
+}
+
+#[tokio::test]
+async fn receiver_refuses_a_sender_certificate_that_does_not_match() {
+    let sender = Identity::generate().unwrap();
+    let receiver = Identity::generate().unwrap();
+    let impostor = Identity::generate().unwrap();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    // The receiver expects the impostor's fingerprint, the sender shows its
+    // own certificate.
+    let (server, client) = tokio::join!(
+        async {
+            let r = secure::accept(a, &sender, receiver.fingerprint()).await;
+            match r {
+                // The server may finish before the client's verdict arrives;
+                // then its first read must fail.
+                Ok(mut s) => {
+                    let mut buf = [0u8; 1];
+                    let e = s.read(&mut buf).await;
+                    assert!(!matches!(e, Ok(n) if n > 0), "server read data");
+                    Err::<(), ()>(())
+                }
+                Err(_) => Err(()),
+            }
+        },
+        secure::connect(b, &receiver, impostor.fingerprint())
+    );
+    assert!(server.is_err());
+    let e = client.unwrap_err();
+    assert!(matches!(e, SecureError::FingerprintMismatch), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("does not match the fingerprint"), "{text}");
+    assert!(!text.contains("InvalidCertificate"), "{text}");
+}
+
+#[tokio::test]
+async fn sender_refuses_a_receiver_certificate_that_does_not_match() {
+    let sender = Identity::generate().unwrap();
+    let receiver = Identity::generate().unwrap();
+    let impostor = Identity::generate().unwrap();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let (server, client) =
+        tokio::join!(secure::accept(a, &sender, impostor.fingerprint()), async {
+            // TLS 1.3: the client may finish its side before the server has
+            // judged the client certificate; its first read then fails with
+            // the server's alert, and it never gets a byte.
+            let mut c = secure::connect(b, &receiver, sender.fingerprint()).await?;
+            c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.ok();
+            c.flush().await.ok();
+            let mut buf = [0u8; 16];
+            match c.read(&mut buf).await {
+                Ok(n) => panic!("client read {n} bytes from a server that refused it"),
+                Err(e) => Err::<(), _>(SecureError::from_io(e)),
+            }
+        });
+    let e = server.unwrap_err();
+    assert!(matches!(e, SecureError::FingerprintMismatch), "{e:?}");
+    let e = client.unwrap_err();
+    assert!(matches!(e, SecureError::RefusedByPeer), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("refused this side's TLS certificate")
+    );
+}
+
+#[tokio::test]
+async fn plaintext_peer_is_a_handshake_error_not_a_hang() {
+    let receiver = Identity::generate().unwrap();
+    let (a, b) = tokio::io::duplex(4096);
+    let peer = tokio::spawn(async move {
+        let mut a = a;
+        // An HTTP server that does not speak TLS.
+        let mut buf = vec![0u8; 4096];
+        let _ = a.read(&mut buf).await;
+        a.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .unwrap();
+        a.shutdown().await.unwrap();
+    });
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        secure::connect(b, &receiver, [0; 32]),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(matches!(e, SecureError::Handshake(_)), "{e:?}");
+    peer.await.unwrap();
+}
+
+fn udp_pair() -> (UdpSocket, UdpSocket) {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    b.connect(a.local_addr().unwrap()).unwrap();
+    for s in [&a, &b] {
+        let sock = socket2::SockRef::from(s);
+        let _ = sock.set_recv_buffer_size(8 << 20);
+        let _ = sock.set_send_buffer_size(8 << 20);
+        s.set_nonblocking(true).unwrap();
+    }
+    (
+        UdpSocket::from_std(a).unwrap(),
+        UdpSocket::from_std(b).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_over_pseudotcp_on_loopback_udp_moves_four_mib() {
+    const TOTAL: usize = 4 << 20;
+    let sender = Identity::generate().unwrap();
+    let receiver = Identity::generate().unwrap();
+    let (s_fp, r_fp) = (sender.fingerprint(), receiver.fingerprint());
+    let (ua, ub) = udp_pair();
+    let accept = tokio::spawn(PseudoTcpStream::accept(ub, Config::default()));
+    let ptcp_client = PseudoTcpStream::connect(ua, Config::default())
+        .await
+        .unwrap();
+    let ptcp_server = accept.await.unwrap().unwrap();
+    let run = async {
+        let (server, client) = tokio::join!(
+            secure::accept(ptcp_server, &sender, r_fp),
+            secure::connect(ptcp_client, &receiver, s_fp)
+        );
+        let mut server = server.unwrap();
+        let mut client = client.unwrap();
+        let (sent, got) = tokio::join!(
+            async {
+                let h = copy_pattern(&mut server, TOTAL, 11).await;
+                server.shutdown().await.unwrap();
+                h
+            },
+            hash_all(&mut client, TOTAL)
+        );
+        assert_eq!(sent, got);
+        // Clean end: close_notify, then EOF.
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    };
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap();
+}
