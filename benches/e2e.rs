@@ -9,7 +9,7 @@
 //!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
 //! (`cargo test --all-targets` runs this binary without `--bench`; it then
 //! only prints how to run it) or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
-//!   [--only loopback,wan,ttfb,memory] [--json PATH] [--dir DIR]`.
+//!   [--only loopback,wan,ttfb,memory,upload] [--json PATH] [--dir DIR]`.
 //!
 //! What is measured:
 //! 1. Loopback bulk: one file, gshare send → gshare receive through Prosody;

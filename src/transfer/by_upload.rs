@@ -28,9 +28,16 @@ pub(super) fn upload_failure(e: UploadError) -> Failure {
         // No way to reach an offline recipient at all.
         UploadError::NoService { .. } => Exit::Unreachable,
         UploadError::Xmpp(x) => return Failure::from(x.clone()),
-        UploadError::Connect { .. } => Exit::Failure,
         // Refused (too large, quota) or broken mid-way: nothing announced.
-        _ => Exit::TransferFailed,
+        UploadError::TooLarge { .. }
+        | UploadError::SlotRefused { .. }
+        | UploadError::PutRefused { .. }
+        | UploadError::PutFailed { .. } => Exit::TransferFailed,
+        // Local I/O, connection, TLS, or a server that answers nonsense.
+        UploadError::Read { .. }
+        | UploadError::Connect { .. }
+        | UploadError::Url(_)
+        | UploadError::BadSlot { .. } => Exit::Failure,
     };
     Failure::new(exit, e.to_string())
 }

@@ -9,7 +9,7 @@
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_xmpp::parsers::jid::Jid;
-use tokio_xmpp::parsers::message::Message;
+use tokio_xmpp::parsers::message::{Message, MessageType};
 
 use super::fetch::Output;
 use super::files::PartFile;
@@ -43,6 +43,10 @@ pub(super) enum Examined {
 
 /// Reads a message: is it a file announcement we may take?
 pub(super) fn examine(msg: &Message) -> Examined {
+    // gshare joins no rooms; a groupchat message is nobody's file for us.
+    if msg.type_ == MessageType::Groupchat {
+        return Examined::Nothing;
+    }
     let Some(a) = parse_announcement(msg) else {
         return Examined::Nothing;
     };

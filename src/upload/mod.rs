@@ -69,17 +69,3 @@ pub enum UploadError {
     #[error("{0}")]
     Xmpp(#[from] XmppError),
 }
-
-impl UploadError {
-    /// True when the file could not even start moving (limits, refusals):
-    /// not a network fault.
-    pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            UploadError::TooLarge { .. }
-                | UploadError::SlotRefused { .. }
-                | UploadError::NoService { .. }
-                | UploadError::PutRefused { .. }
-        )
-    }
-}
