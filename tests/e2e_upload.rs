@@ -287,6 +287,9 @@ fn a_file_uploaded_by_go_sendxmpp_is_received_and_saved() {
     let f = src.path().join("from-go.bin");
     write_random(&f, 5 * MIB + 5, 9);
     let out = tempfile::tempdir().unwrap();
+    // A file of that name is already there: it stays, the new one gets
+    // another name (the same rule as for peer-to-peer offers).
+    std::fs::write(out.path().join("from-go.bin"), b"keep me").unwrap();
     let recv = Receiver::start(
         &p,
         out.path(),
@@ -305,7 +308,18 @@ fn a_file_uploaded_by_go_sendxmpp_is_received_and_saved() {
     assert!(status.success());
     let (code, seen) = recv.finish(Duration::from_secs(60));
     assert_eq!(code, 0, "{seen:#?}");
-    check_same(&f, &out.path().join("from-go.bin"));
+    assert_eq!(
+        std::fs::read(out.path().join("from-go.bin")).unwrap(),
+        b"keep me"
+    );
+    check_same(&f, &out.path().join("from-go (1).bin"));
+    let item = seen.iter().find(|l| l.contains("\"item\"")).unwrap();
+    assert!(item.contains(&sha256_file(&f)), "{item}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("\"offer\"") && l.contains("\"method\":\"upload\"")),
+        "{seen:#?}"
+    );
 }
 
 #[test]
