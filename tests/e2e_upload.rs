@@ -433,3 +433,27 @@ fn without_an_upload_service_or_with_method_p2p_an_offline_recipient_is_unreacha
     let log = std::fs::read_to_string(p.dir().join("prosody.log")).unwrap();
     assert!(!log.contains("Issuing upload slot"), "a slot was issued");
 }
+
+#[test]
+fn folders_are_not_uploaded() {
+    let p = server(64 * MIB);
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("photos");
+    std::fs::create_dir(&dir).unwrap();
+    write_random(&dir.join("a.jpg"), 100, 1);
+    // Asked for: a usage error before logging in.
+    let sent = send(&p, &[&dir], &["--method", "upload"]);
+    let err = String::from_utf8_lossy(&sent.stderr).into_owned();
+    assert_eq!(sent.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"photos\" is a folder"), "{err}");
+    // As the fallback for an offline recipient: still unreachable, with both reasons.
+    let sent = send(&p, &[&dir], &["--wait", "1"]);
+    let err = String::from_utf8_lossy(&sent.stderr).into_owned();
+    assert_eq!(sent.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("offline") && err.contains("is a folder"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(p.dir().join("prosody.log")).unwrap();
+    assert!(!log.contains("Issuing upload slot"), "a slot was issued");
+}

@@ -104,8 +104,19 @@ fn collect(files: &[String], name_for_stdin: Option<&str>) -> Result<Vec<Offered
     Ok(out)
 }
 
-/// Sends every item by upload (files only: a folder has no single file to
-/// store; tar it first).
+/// Why the upload method cannot take these items: it stores files only (a
+/// folder has no single file to store; tar it first).
+fn folder_refusal(offered: &[Offered]) -> Option<String> {
+    offered.iter().find(|o| o.folder).map(|folder| {
+        format!(
+            "{:?} is a folder; the upload method sends files only (tar it first: \
+             tar c DIR | gshare send - --name DIR.tar JID)",
+            folder.name
+        )
+    })
+}
+
+/// Sends every item by upload.
 async fn upload_all(
     settings: &Settings,
     xmpp: &crate::xmpp::Xmpp,
@@ -114,15 +125,10 @@ async fn upload_all(
     report: &Reporter,
     why: Option<String>,
 ) -> Result<(), Failure> {
-    if let Some(folder) = offered.iter().find(|o| o.folder) {
-        return Err(Failure::new(
-            Exit::Usage,
-            format!(
-                "{:?} is a folder; the upload method sends files only (tar it first: \
-                 tar c DIR | gshare send - --name DIR.tar JID)",
-                folder.name
-            ),
-        ));
+    if let Some(why) = folder_refusal(offered) {
+        // Only the automatic fallback gets here (`--method upload` checks
+        // before logging in): the recipient stays unreachable.
+        return Err(Failure::new(Exit::Unreachable, why));
     }
     let items: Vec<UploadItem<'_>> = offered
         .iter()
@@ -140,6 +146,11 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     let report = Reporter::new(opts.common.json, opts.common.quiet);
     let target = parse_target(&opts.target)?;
     let offered = collect(&opts.files, opts.stdin_name.as_deref())?;
+    if opts.method == SendMethod::Upload
+        && let Some(why) = folder_refusal(&offered)
+    {
+        return Err(Failure::new(Exit::Usage, why));
+    }
 
     let options = ConnectOptions {
         forward_namespaces: vec![session::stanza::NS_SESSION],
