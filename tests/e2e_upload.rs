@@ -457,3 +457,65 @@ fn folders_are_not_uploaded() {
     let log = std::fs::read_to_string(p.dir().join("prosody.log")).unwrap();
     assert!(!log.contains("Issuing upload slot"), "a slot was issued");
 }
+
+/// A contact's announcement that lies about the size: refused while the
+/// bytes arrive, exit 7, nothing under the final name and no `.part` left.
+#[test]
+fn an_announcement_that_lies_about_the_size_saves_nothing() {
+    let p = server(64 * MIB);
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("real.bin");
+    write_random(&f, 200_000, 4);
+    // Romeo uploads the file (to mercutio, who is offline: only the URL matters).
+    let mut cmd = p.gshare(ROMEO.0, ROMEO.1);
+    cmd.args(["send", "--json", "--method", "upload"])
+        .arg(&f)
+        .arg(Prosody::jid(MERCUTIO.0))
+        .stdin(Stdio::null());
+    let sent = cmd.output().unwrap();
+    assert!(sent.status.success());
+    let evs = events(&sent);
+    let url = event(&evs, "item")[0]["url"].as_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--from", "mercutio@localhost", "--once"],
+    );
+    // Mercutio forwards the link, claiming 100 bytes more than it has.
+    let raw = format!(
+        "<message to='juliet@localhost' type='chat'><body>{url}</body>\
+         <file-sharing xmlns='urn:xmpp:sfs:0'><file xmlns='urn:xmpp:file:metadata:0'>\
+         <name>lie.bin</name><size>200100</size></file><sources>\
+         <url-data xmlns='http://jabber.org/protocol/url-data' target='{url}'/>\
+         </sources></file-sharing></message>"
+    );
+    let mut child = std::process::Command::new("go-sendxmpp")
+        .env("SSL_CERT_FILE", p.cert())
+        .env("HOME", src.path())
+        .args(["-u", "mercutio@localhost", "-p", MERCUTIO.1, "-j"])
+        .arg(p.server())
+        .args(["--raw", "juliet@localhost"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("go-sendxmpp is not installed: run scripts/install-deps");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(raw.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let (code, seen) = recv.finish(Duration::from_secs(60));
+    assert_eq!(code, 7, "{seen:#?}");
+    let failed = seen.iter().find(|l| l.contains("\"failed\"")).unwrap();
+    assert!(
+        failed.contains("announced as 200100 bytes but the server serves 200000 bytes"),
+        "{failed}"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "something was kept"
+    );
+}
