@@ -519,3 +519,40 @@ fn an_announcement_that_lies_about_the_size_saves_nothing() {
         "something was kept"
     );
 }
+
+/// The server dies during the PUT: exit 7, the byte count in the message,
+/// and no announcement was sent.
+#[test]
+fn an_upload_broken_mid_way_exits_7() {
+    let mut p = server(64 * MIB);
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("big.bin");
+    write_random(&f, 48 * MIB, 6);
+    let mut child = p
+        .gshare(ROMEO.0, ROMEO.1)
+        .args(["send", "--json", "--method", "upload"])
+        .arg(&f)
+        .arg(Prosody::jid(JULIET.0))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("\"progress\"") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("\"progress\"")), "{seen:#?}");
+    p.kill();
+    seen.extend(lines.map_while(Result::ok));
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("the upload of big.bin failed after "), "{err}");
+    assert!(!seen.iter().any(|l| l.contains("\"item\"")), "{seen:#?}");
+}
