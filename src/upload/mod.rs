@@ -3,7 +3,7 @@
 //! Peer-to-peer methods need the recipient online; this one stores the file
 //! on the sender's server and sends a link that any client (and the
 //! recipient's offline storage) can take (XEP-0363, XEP-0066, XEP-0447;
-//! issue 16).
+//! issue 16; the wire summary is docs/protocol.md §H.4).
 //!
 //! * [`service`]: find the upload service (disco) and request a slot.
 //! * [`https`]: PUT a file and GET a link over HTTPS, with hyper on rustls and
