@@ -9,7 +9,7 @@
 //!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
 //! (`cargo test --all-targets` runs this binary without `--bench`; it then
 //! only prints how to run it) or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
-//!   [--only loopback,wan,ttfb,memory] [--json PATH] [--dir DIR]`.
+//!   [--only loopback,wan,ttfb,memory,upload] [--json PATH] [--dir DIR]`.
 //!
 //! What is measured:
 //! 1. Loopback bulk: one file, gshare send → gshare receive through Prosody;
@@ -26,6 +26,10 @@
 //! 3. Time to first byte: `gshare send` spawned → receiver's first
 //!    `progress` event, receiver already logged in; median.
 //! 4. Peak RSS of both gshare sides for the small vs the bulk file.
+//! 5. The upload method (XEP-0363) on loopback: `gshare send --method
+//!    upload` → Prosody `mod_http_file_share` over HTTPS → `gshare receive`;
+//!    PUT and GET rates from the two sides' `--json` events, and
+//!    go-sendxmpp's upload of the same file for comparison (when installed).
 //!
 //! Files live on tmpfs (/dev/shm) unless `--dir` says otherwise, so the
 //! figures are the network stack's, not the disk's.
@@ -96,6 +100,9 @@ struct Sizes {
     wan: Vec<(f64, u64, u64)>,
     ttfb_file: u64,
     ttfb_trials: usize,
+    /// The file sent by the upload method (Prosody's Lua HTTP server takes
+    /// it at a few MB/s: docs in tests/support/prosody.rs).
+    upload: u64,
     /// Longest a WAN transfer may take before its rate is taken from the
     /// progress so far (reported as partial).
     wan_budget: Duration,
@@ -115,6 +122,7 @@ impl Sizes {
             ],
             ttfb_file: MIB,
             ttfb_trials: 10,
+            upload: 64 * MIB,
             wan_budget: Duration::from_secs(45),
         }
     }
@@ -130,6 +138,7 @@ impl Sizes {
             ],
             ttfb_file: 256 * 1024,
             ttfb_trials: 3,
+            upload: 4 * MIB,
             wan_budget: Duration::from_secs(20),
         }
     }
@@ -164,7 +173,7 @@ fn parse_args() -> Result<Opts> {
             "--bench" => {}
             other => bail!(
                 "unknown argument {other}; usage: e2e [--smoke] [--strict] [--rounds N] \
-                 [--only loopback,wan,ttfb,memory] [--json PATH] [--dir DIR] [--perf DIR]"
+                 [--only loopback,wan,ttfb,memory,upload] [--json PATH] [--dir DIR] [--perf DIR]"
             ),
         }
     }
@@ -1048,6 +1057,100 @@ struct Ttfb {
     sender_wall: Vec<f64>,
 }
 
+/// Section 5's figures, one entry per round.
+struct UploadRuns {
+    put_mb_s: Vec<f64>,
+    get_mb_s: Vec<f64>,
+    send_wall: Vec<f64>,
+    go_wall: Option<f64>,
+}
+
+/// Data phase of one side from its `--json` events: first `progress` →
+/// `item`, in MB/s.
+fn data_rate(seen: &[(Instant, String)], bytes: u64) -> Result<f64> {
+    let at = |name: &str| {
+        seen.iter()
+            .find(|(_, l)| event_name(l) == Some(name))
+            .map(|(t, _)| *t)
+    };
+    let (Some(first), Some(item)) = (at("progress"), at("item")) else {
+        bail!("no progress or item event");
+    };
+    Ok(bytes as f64 / (item - first).as_secs_f64().max(1e-6) / MB)
+}
+
+/// The upload method against its own Prosody (with `http_file_share`).
+fn run_upload(work: &Path, o: &Opts, input: &Input) -> Result<UploadRuns> {
+    let options = prosody::Options {
+        upload: Some(prosody::Upload {
+            size_limit: input.size.max(MIB),
+            daily_quota: input.size * (o.rounds as u64 + 2) + MIB,
+        }),
+        ..Default::default()
+    };
+    let up = Prosody::start_with(&[ROMEO, JULIET], options);
+    let mut runs = UploadRuns {
+        put_mb_s: Vec::new(),
+        get_mb_s: Vec::new(),
+        send_wall: Vec::new(),
+        go_wall: None,
+    };
+    for round in 0..o.rounds {
+        let out = work.join(format!("upload-out-{round}"));
+        std::fs::create_dir_all(&out)?;
+        let mut c = up.gshare(JULIET.0, JULIET.1);
+        c.env_remove("RUST_LOG")
+            .args(["receive", "--json", "--once", "--auto-accept", "--from"])
+            .arg(Prosody::jid(ROMEO.0))
+            .arg("-o")
+            .arg(&out);
+        let mut rx = Proc::spawn(
+            "gshare receive",
+            c,
+            &work.join(format!("up-recv-{round}.log")),
+        )?;
+        rx.expect(Duration::from_secs(30), |l| event_name(l) == Some("ready"))?;
+        let mut c = up.gshare(ROMEO.0, ROMEO.1);
+        c.env_remove("RUST_LOG")
+            .args(["send", "--json", "--method", "upload"])
+            .arg(&input.path)
+            .arg(Prosody::jid(JULIET.0));
+        let mut tx = Proc::spawn("gshare send", c, &work.join(format!("up-send-{round}.log")))?;
+        let budget = Duration::from_secs(120 + input.size / MIB);
+        tx.expect(budget, |l| event_name(l) == Some("done"))?;
+        let send = tx.wait_ok(Duration::from_secs(30))?;
+        rx.expect(budget, |l| event_name(l) == Some("done"))?;
+        rx.wait_ok(Duration::from_secs(30))?;
+        check_output(
+            &out.join(input.path.file_name().unwrap()),
+            input.size,
+            &input.sha,
+            "gshare upload",
+        )?;
+        let _ = std::fs::remove_dir_all(&out);
+        runs.put_mb_s.push(data_rate(&tx.seen, input.size)?);
+        runs.get_mb_s.push(data_rate(&rx.seen, input.size)?);
+        runs.send_wall.push(send.wall.as_secs_f64());
+    }
+    let mut go = Command::new("go-sendxmpp");
+    go.env("SSL_CERT_FILE", up.cert())
+        .env("HOME", work)
+        .args(["-u", &Prosody::jid(ROMEO.0), "-p", ROMEO.1, "-j"])
+        .arg(up.server())
+        .arg("--http-upload")
+        .arg(&input.path)
+        .arg(Prosody::jid(JULIET.0))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let started = Instant::now();
+    if let Ok(status) = go.status()
+        && status.success()
+    {
+        runs.go_wall = Some(started.elapsed().as_secs_f64());
+    }
+    Ok(runs)
+}
+
 fn run_ttfb(ctx: &mut Ctx, sizes: &Sizes, input: &Input) -> Result<Ttfb> {
     let out = ctx.fresh_dir("ttfb-out")?;
     let mut rx = ctx.receiver(&out, false, None)?;
@@ -1212,9 +1315,9 @@ fn run() -> Result<i32> {
         perf: o.perf.clone(),
     };
 
-    // Sections 1..=4 in print order, whatever order they run in.
-    let mut sections: [String; 5] = Default::default();
-    let mut targets: [Vec<Target>; 5] = Default::default();
+    // Sections 1..=5 in print order, whatever order they run in.
+    let mut sections: [String; 6] = Default::default();
+    let mut targets: [Vec<Target>; 6] = Default::default();
     let mut js = json!({
         "mode": if o.smoke { "smoke" } else { "full" },
         "rounds": o.rounds,
@@ -1254,8 +1357,8 @@ fn run() -> Result<i32> {
         };
         let _ = std::fs::remove_file(&bulk.path);
         let _ = std::fs::remove_file(&small.path);
-        let [_, s1, _, _, s4] = &mut sections;
-        let [_, t1, _, _, t4] = &mut targets;
+        let [_, s1, _, _, s4, _] = &mut sections;
+        let [_, t1, _, _, t4, _] = &mut targets;
         report_loopback(&o, &sizes, &lb, (s1, s4), (t1, t4), &mut js);
     }
 
@@ -1301,6 +1404,41 @@ fn run() -> Result<i32> {
         js["ttfb"] = json!({
             "trials_ms": firsts, "accepted_ms": accs, "sender_wall_ms": walls,
             "median_ms": med, "min_ms": min, "max_ms": max, "file_bytes": input.size,
+        });
+    }
+
+    // 5: the upload method.
+    if o.wants("upload") {
+        progress(&format!(
+            "upload method: {} rounds of {}",
+            o.rounds,
+            size_label(sizes.upload)
+        ));
+        let input = make_input(&ctx.work, "upload.bin", sizes.upload, 5)?;
+        let u = run_upload(&ctx.work, &o, &input)?;
+        let _ = std::fs::remove_file(&input.path);
+        let put = median(&u.put_mb_s);
+        let get = median(&u.get_mb_s);
+        let wall = median(&u.send_wall);
+        let _ = writeln!(
+            sections[5],
+            "\n5. Upload method (XEP-0363: Prosody mod_http_file_share over loopback HTTPS), one {} file (median of {} rounds)\n\
+             \x20  gshare send --method upload, PUT:  {:>7} MB/s   (command: login, hash, slot, PUT, message: {} s)\n\
+             \x20  gshare receive, GET:                {:>7} MB/s\n\
+             \x20  go-sendxmpp --http-upload command:  {} s",
+            size_label(input.size),
+            o.rounds,
+            f1(put),
+            f2(wall),
+            f1(get),
+            u.go_wall
+                .map(f2)
+                .unwrap_or_else(|| "– (not installed)".into()),
+        );
+        js["upload"] = json!({
+            "file_bytes": input.size, "put_mb_per_s": u.put_mb_s, "get_mb_per_s": u.get_mb_s,
+            "send_wall_seconds": u.send_wall, "go_sendxmpp_wall_seconds": u.go_wall,
+            "median": {"put_mb_per_s": put, "get_mb_per_s": get, "send_wall_seconds": wall},
         });
     }
 

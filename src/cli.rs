@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
 use gshare::config::{self, Settings};
-use gshare::transfer::{CommonOptions, DEFAULT_MAX_CONCURRENT, ReceiveOptions, SendOptions};
+use gshare::transfer::{
+    CommonOptions, DEFAULT_MAX_CONCURRENT, ReceiveOptions, SendMethod, SendOptions,
+};
 
 /// Send files between XMPP accounts with the Google Talk file-share protocol.
 ///
@@ -133,6 +135,31 @@ pub struct SendArgs {
     /// Seconds to wait for the recipient to come online and to answer.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
+    /// How to deliver: `p2p` (directly, the recipient must be online),
+    /// `upload` (to your server's HTTP upload service, XEP-0363, with one
+    /// link message per file: works for offline recipients and any client),
+    /// or `auto`: p2p when the recipient has a resource that can receive
+    /// within --wait, else upload.
+    #[arg(long, value_enum, value_name = "METHOD", default_value_t = MethodArg::Auto)]
+    pub method: MethodArg,
+}
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    Auto,
+    P2p,
+    Upload,
+}
+
+impl From<MethodArg> for SendMethod {
+    fn from(m: MethodArg) -> SendMethod {
+        match m {
+            MethodArg::Auto => SendMethod::Auto,
+            MethodArg::P2p => SendMethod::P2p,
+            MethodArg::Upload => SendMethod::Upload,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -178,9 +205,11 @@ Exit codes:
   2  usage error (bad arguments or configuration)
   3  authentication failed (wrong user name or password)
   4  peer unreachable: offline, no resource that can receive files, or no answer
+     (and no upload service to fall back on)
   5  declined by the peer
   6  cancelled (Ctrl-C here, or cancelled by the peer)
-  7  transfer failed or could not be verified (nothing saved under the final name)";
+  7  transfer failed or could not be verified (nothing saved under the final name),
+     or the upload was refused (file too large, quota) or broke off";
 
 impl GlobalArgs {
     /// The account flags, for [`config::resolve`].
@@ -226,6 +255,7 @@ impl SendArgs {
             target,
             stdin_name: self.name.clone(),
             wait: Duration::from_secs(self.wait),
+            method: self.method.into(),
         }
     }
 }

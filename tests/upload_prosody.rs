@@ -43,12 +43,12 @@ async fn login(p: &Prosody, user: &str, pw: &str) -> (Xmpp, mpsc::Receiver<Incom
         .expect("login")
 }
 
-// Field by field: other helpers add their own server options to `Options`.
-#[allow(clippy::field_reassign_with_default)]
 fn upload_server(accounts: &[(&str, &str)], up: Upload) -> Prosody {
-    let mut options = Options::default();
-    options.upload = Some(up);
-    options.offline = true;
+    let options = Options {
+        upload: Some(up),
+        offline: true,
+        ..Options::default()
+    };
     Prosody::start_with(accounts, options)
 }
 

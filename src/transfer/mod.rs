@@ -25,10 +25,12 @@
 //! wraps the stream there, before HTTP, and the fetch job checks digests and
 //! resumes there.
 
+mod by_upload;
 mod channel;
 mod explain;
 mod fetch;
 pub mod files;
+mod links;
 pub mod names;
 mod receive;
 mod report;
@@ -103,6 +105,33 @@ pub struct SendOptions {
     pub stdin_name: Option<String>,
     /// How long to wait for the recipient to come online and answer.
     pub wait: Duration,
+    /// Peer to peer, by upload to our server, or peer to peer with the
+    /// upload as the fallback.
+    pub method: SendMethod,
+}
+
+/// How `gshare send` delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendMethod {
+    /// Peer to peer when the recipient has a resource that can receive
+    /// within `--wait`, else by upload ([`crate::upload`]).
+    #[default]
+    Auto,
+    /// Peer to peer only.
+    P2p,
+    /// By upload only (XEP-0363 and a link message per file).
+    Upload,
+}
+
+impl SendMethod {
+    /// The name in `--json` events and `--method`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendMethod::Auto => "auto",
+            SendMethod::P2p => "p2p",
+            SendMethod::Upload => "upload",
+        }
+    }
 }
 
 /// What `gshare receive` does.

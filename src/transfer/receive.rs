@@ -27,7 +27,10 @@ use crate::session::{
     self, Extension, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager,
     TerminateReason,
 };
+use crate::upload::HttpsClient;
 use crate::xmpp::ConnectOptions;
+
+mod by_link;
 
 /// One offer being decided on or received.
 struct Transfer {
@@ -133,6 +136,9 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
 
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
     let (decision_tx, mut decision_rx) = mpsc::unbounded_channel();
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+    let (link_decision_tx, mut link_decision_rx) = mpsc::unbounded_channel();
+    let https = HttpsClient::new(settings.ca_file.as_deref())?;
     let mut job = Receiver {
         sig,
         report,
@@ -152,6 +158,7 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         decisions: decision_tx,
         prompting: None,
         questions: VecDeque::new(),
+        links: by_link::Links::new(https, link_tx, link_decision_tx),
         last_error: None,
     };
     let ctrl_c = tokio::signal::ctrl_c();
@@ -161,6 +168,8 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
             signal = job.sig.next(), if !job.sig.is_lost() => job.on_signal(signal),
             Some((handle, yes)) = decision_rx.recv() => job.on_decision(handle, yes),
             Some(msg) = ctl_rx.recv() => job.on_channel(msg),
+            Some((id, yes)) = link_decision_rx.recv() => job.on_link_decision(id, yes),
+            Some((id, ev)) = link_rx.recv() => job.on_link_event(id, ev),
             _ = &mut ctrl_c => job.on_ctrl_c().await,
         };
         if let Some(outcome) = step {
@@ -199,6 +208,8 @@ struct Receiver {
     /// Offers waiting for their question, in arrival order, with it. Each
     /// is in `transfers`, so `bound` bounds this too.
     questions: VecDeque<(SessionHandle, String)>,
+    /// Files announced by link (the upload method).
+    links: by_link::Links,
     /// The last transfer that failed (the run's exit code without --once).
     last_error: Option<Failure>,
 }
@@ -209,8 +220,9 @@ type Step = Option<Result<(), Failure>>;
 impl Receiver {
     fn on_signal(&mut self, signal: Signal) -> Step {
         match signal {
+            Signal::Message(m) => self.on_message(&m),
             Signal::Lost(e) => {
-                if !self.channels.is_empty() {
+                if !self.channels.is_empty() || !self.links.running.is_empty() {
                     self.report.warn(format!(
                         "lost the XMPP connection ({e}); the transfer goes on over the direct path"
                     ));
@@ -294,11 +306,24 @@ impl Receiver {
             self.decline(handle, &from, &what, "not in --from", "not allowed");
             return;
         }
-        if self.transfers.len() >= self.bound {
+        if self.transfers.len() + self.links.running.len() >= self.bound {
             self.decline(handle, &from, &what, "busy with another transfer", "busy");
             return;
         }
         let prompt = !self.auto_accept && self.interactive;
+        // Offers over the session queue behind an open question (below); a
+        // question about a link is answered on its own thread, so a session
+        // offer that arrives meanwhile is declined rather than asked over it.
+        if prompt && self.links.prompting.is_some() {
+            self.decline(
+                handle,
+                &from,
+                &what,
+                "busy asking about another offer",
+                "busy",
+            );
+            return;
+        }
         if matches!(self.output, Output::Stdout)
             && !(manifest.items.len() == 1 && manifest.items[0].kind == ItemKind::File)
         {
@@ -647,6 +672,7 @@ impl Receiver {
             told.push(t.peer.to_string());
         }
         self.channels.stop_all();
+        self.links.abort_all();
         self.sig.flush().await;
         Some(Err(match told.as_slice() {
             [] => Failure::new(Exit::Cancelled, "cancelled"),
@@ -661,6 +687,7 @@ impl Receiver {
     /// Stops everything and says goodbye.
     async fn end(mut self, outcome: Result<(), Failure>) -> Result<(), Failure> {
         self.channels.stop_all();
+        self.links.abort_all();
         for t in self.transfers.values_mut() {
             t.bars.finish(&self.report);
         }
@@ -687,7 +714,8 @@ fn offer_event(from: &Jid, manifest: &Manifest) -> serde_json::Value {
             json!({"name": i.name, "size": i.size, "kind": kind})
         })
         .collect();
-    json!({"from": from.to_string(), "total": manifest.total_size(), "items": items})
+    json!({"from": from.to_string(), "total": manifest.total_size(), "method": "p2p",
+           "items": items})
 }
 
 /// Tells the user how a received session ended.

@@ -13,10 +13,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::by_upload::{UploadItem, send_by_upload};
 use super::channel::{ChannelEvent, ChannelMsg, ChannelSpec, Channels, Negotiated};
 use super::report::{Reporter, TransferReport, describe_items, human_rate, human_size};
 use super::signalling::{Signal, Signalling};
-use super::{Exit, Failure, SendOptions, login, parse_target, resolve_target};
+use super::{Exit, Failure, SendMethod, SendOptions, login, parse_target, resolve_target};
 use crate::config::Settings;
 use crate::http::{Catalog, ServeEvent, ServeOptions};
 use crate::session::{
@@ -110,11 +111,53 @@ fn collect(files: &[String], name_for_stdin: Option<&str>) -> Result<Vec<Offered
     Ok(out)
 }
 
+/// Why the upload method cannot take these items: it stores files only (a
+/// folder has no single file to store; tar it first).
+fn folder_refusal(offered: &[Offered]) -> Option<String> {
+    offered.iter().find(|o| o.folder).map(|folder| {
+        format!(
+            "{:?} is a folder; the upload method sends files only (tar it first: \
+             tar c DIR | gshare send - --name DIR.tar JID)",
+            folder.name
+        )
+    })
+}
+
+/// Sends every item by upload.
+async fn upload_all(
+    settings: &Settings,
+    xmpp: &crate::xmpp::Xmpp,
+    to: &tokio_xmpp::parsers::jid::BareJid,
+    offered: &[Offered],
+    report: &Reporter,
+    why: Option<String>,
+) -> Result<(), Failure> {
+    if let Some(why) = folder_refusal(offered) {
+        // Only the automatic fallback gets here (`--method upload` checks
+        // before logging in): the recipient stays unreachable.
+        return Err(Failure::new(Exit::Unreachable, why));
+    }
+    let items: Vec<UploadItem<'_>> = offered
+        .iter()
+        .map(|o| UploadItem {
+            name: &o.name,
+            path: &o.path,
+            size: o.size,
+        })
+        .collect();
+    send_by_upload(xmpp, settings.ca_file.as_deref(), to, &items, report, why).await
+}
+
 /// Runs `gshare send`.
 pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure> {
     let report = Reporter::new(opts.common.json, opts.common.quiet);
     let target = parse_target(&opts.target)?;
     let mut offered = collect(&opts.files, opts.stdin_name.as_deref())?;
+    if opts.method == SendMethod::Upload
+        && let Some(why) = folder_refusal(&offered)
+    {
+        return Err(Failure::new(Exit::Usage, why));
+    }
     // Files are hashed on blocking threads while we log in.
     let hashing: Vec<_> = offered
         .iter()
@@ -129,7 +172,42 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
         ..ConnectOptions::default()
     };
     let (xmpp, incoming) = login(settings, options).await?;
-    let peer = resolve_target(&xmpp, &target, opts.wait).await?;
+    let by_upload = |why: Option<String>| {
+        let xmpp = xmpp.clone();
+        let to = target.to_bare();
+        let offered = &offered;
+        let report = &report;
+        async move {
+            let outcome = upload_all(settings, &xmpp, &to, offered, report, why).await;
+            xmpp.close().await;
+            outcome
+        }
+    };
+    let peer = match opts.method {
+        SendMethod::Upload => return by_upload(None).await,
+        SendMethod::P2p => resolve_target(&xmpp, &target, opts.wait).await?,
+        SendMethod::Auto => match resolve_target(&xmpp, &target, opts.wait).await {
+            Ok(peer) => peer,
+            // A bare JID with no resource that can receive peer to peer
+            // within --wait: store the files on our server instead.
+            Err(f) if f.exit == Exit::Unreachable && target.resource().is_none() => {
+                let why = format!(
+                    "{} has no online resource that can receive files peer to peer; \
+                     sending by upload instead",
+                    target.to_bare()
+                );
+                return match by_upload(Some(why)).await {
+                    // No upload service either: say both.
+                    Err(u) if u.exit == Exit::Unreachable => Err(Failure::new(
+                        Exit::Unreachable,
+                        format!("{}; no fallback: {}", f.message, u.message),
+                    )),
+                    other => other,
+                };
+            }
+            Err(f) => return Err(f),
+        },
+    };
     for (o, task) in offered.iter_mut().zip(hashing) {
         if let Some(task) = task {
             let digest = task
@@ -195,7 +273,7 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     ));
     report.event(
         "offer",
-        json!({"to": peer.to_string(), "total": total,
+        json!({"to": peer.to_string(), "total": total, "method": SendMethod::P2p.as_str(),
                "items": offered.iter().map(|o| json!({"name": o.name, "size": o.size,
                    "kind": if o.folder { "folder" } else { "file" }})).collect::<Vec<_>>()}),
     );
@@ -327,6 +405,8 @@ impl Sender {
                 )))
             }
             Signal::Session(ev) => self.on_session(ev),
+            // Messages carry nothing for a sender.
+            Signal::Message(_) => None,
         }
     }
 

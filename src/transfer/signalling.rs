@@ -7,6 +7,7 @@ use minidom::Element;
 use minidom::rxml::xml_ncname;
 use tokio::sync::mpsc;
 use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::Message;
 use tracing::{debug, warn};
 
 use crate::session::{IqIn, SessionEvent, SessionHandle, SessionManager};
@@ -22,6 +23,8 @@ pub enum Signal {
     PeerOffline(SessionHandle),
     /// The XMPP connection is gone. Channels may still be running.
     Lost(XmppError),
+    /// A message (the receiver looks for file links in it).
+    Message(Box<Message>),
 }
 
 /// Owns the session machine and feeds it from the XMPP connection.
@@ -79,8 +82,7 @@ impl Signalling {
                             return Signal::PeerOffline(h);
                         }
                     }
-                    // Messages matter only to the upload method's receiver.
-                    Some(Incoming::Message(_)) => {}
+                    Some(Incoming::Message(m)) => return Signal::Message(m),
                     Some(Incoming::Disconnected(e)) => {
                         self.lost = true;
                         return Signal::Lost(e);

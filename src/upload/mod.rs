@@ -3,7 +3,7 @@
 //! Peer-to-peer methods need the recipient online; this one stores the file
 //! on the sender's server and sends a link that any client (and the
 //! recipient's offline storage) can take (XEP-0363, XEP-0066, XEP-0447;
-//! issue 16).
+//! issue 16; the wire summary is docs/protocol.md §H.4).
 //!
 //! * [`service`]: find the upload service (disco) and request a slot.
 //! * [`https`]: PUT a file and GET a link over HTTPS, with hyper on rustls and
@@ -68,18 +68,4 @@ pub enum UploadError {
     PutRefused { name: String, status: u16 },
     #[error("{0}")]
     Xmpp(#[from] XmppError),
-}
-
-impl UploadError {
-    /// True when the file could not even start moving (limits, refusals):
-    /// not a network fault.
-    pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            UploadError::TooLarge { .. }
-                | UploadError::SlotRefused { .. }
-                | UploadError::NoService { .. }
-                | UploadError::PutRefused { .. }
-        )
-    }
 }

@@ -106,14 +106,19 @@ pub fn check_url(url: &str, server_domain: &str) -> Result<Target, UrlError> {
             || host
                 .strip_suffix(domain.as_str())
                 .is_some_and(|p| p.ends_with('.')));
-    Ok(Target {
+    let target = Target {
         url: url.trim().to_string(),
         host,
         port,
         path_and_query,
         own_server,
         domain,
-    })
+    };
+    // An address written into the URL needs no resolution to be judged.
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        target.check_address(ip)?;
+    }
+    Ok(target)
 }
 
 impl Target {
@@ -281,9 +286,23 @@ mod tests {
         // A suffix that is not a label boundary is another domain.
         let t = check_url("https://evilexample.org/f", "example.org").unwrap();
         assert!(!t.own_server);
-        let t = check_url("https://[::1]:5/f", "example.org").unwrap();
-        assert_eq!(t.host, "::1");
+        let t = check_url("https://[2001:db8::1]:5/f", "example.org").unwrap();
+        assert_eq!(t.host, "2001:db8::1");
         assert!(!t.own_server);
+        // A private address in the URL itself is refused at once.
+        for url in [
+            "https://[::1]:5/f",
+            "https://127.0.0.1/f",
+            "https://10.0.0.1/f",
+        ] {
+            assert!(
+                matches!(
+                    check_url(url, "example.org"),
+                    Err(UrlError::PrivateAddress { .. })
+                ),
+                "{url}"
+            );
+        }
     }
 
     #[test]
