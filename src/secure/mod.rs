@@ -24,6 +24,12 @@
 //! Settings that matter: TLS 1.3 only; no session tickets, no resumption
 //! and no 0-RTT data (nothing replayable); SNI is not sent.
 //!
+//! For the job layer: [`Protection`] says how a channel is protected
+//! (plaintext for classic peers, TLS with a role and a pinned fingerprint
+//! between gshare peers) and [`establish`] turns the PseudoTCP stream into a
+//! [`Stream`] before HTTP runs over it, so the sender's server cannot serve
+//! a byte before the handshake has completed.
+//!
 //! [`short_code`] derives a code from both fingerprints that two people can
 //! read to each other to detect an XMPP server that rewrote both.
 //!
@@ -31,7 +37,10 @@
 //! built-in "accept this one fingerprint" verifier; webpki's need a CA).
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -42,7 +51,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
@@ -79,6 +88,9 @@ pub enum SecureError {
     /// Any other handshake failure (transport error, protocol error).
     #[error("the encrypted connection to the peer could not be set up: {0}")]
     Handshake(io::Error),
+    /// The handshake did not finish in time.
+    #[error("the encrypted connection to the peer could not be set up in {0} s")]
+    Timeout(u64),
 }
 
 impl SecureError {
@@ -101,6 +113,36 @@ impl SecureError {
             )) => SecureError::RefusedByPeer,
             _ => SecureError::Handshake(e),
         }
+    }
+}
+
+impl SecureError {
+    /// Looks through an error's `source()` chain (hyper and io wrap it) for
+    /// a TLS refusal: our verifier's fingerprint mismatch, or the peer's
+    /// alert saying it refused our certificate. The receiver learns of the
+    /// latter only when its first HTTP request fails.
+    pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<SecureError> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+                e.downcast_ref::<io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            match tls {
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                )) => return Some(SecureError::FingerprintMismatch),
+                Some(rustls::Error::AlertReceived(
+                    AlertDescription::AccessDenied
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::CertificateUnknown,
+                )) => return Some(SecureError::RefusedByPeer),
+                _ => {}
+            }
+            next = e.source();
+        }
+        None
     }
 }
 
@@ -369,6 +411,159 @@ where
         .connect(name, stream)
         .await
         .map_err(SecureError::from_io)
+}
+
+/// Our side of the TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRole {
+    /// The sender (it runs the HTTP server).
+    Server,
+    /// The receiver (HTTP client).
+    Client,
+}
+
+/// How one channel's stream is protected.
+#[derive(Debug, Clone)]
+pub enum Protection {
+    /// A classic peer: the stream stays plaintext, byte for byte as today.
+    Plain,
+    /// Both ends are gshare: TLS 1.3 with the peer's certificate pinned.
+    Tls {
+        /// Our key and certificate (one per session).
+        identity: Arc<Identity>,
+        /// SHA-256 of the peer's certificate, from its `<secure>`.
+        peer: [u8; 32],
+        /// Which end of the handshake we are.
+        role: TlsRole,
+    },
+}
+
+impl Protection {
+    /// True unless [`Protection::Plain`].
+    pub fn is_encrypted(&self) -> bool {
+        !matches!(self, Protection::Plain)
+    }
+}
+
+/// A channel's byte stream after [`establish`]: plaintext or TLS.
+#[derive(Debug)]
+pub enum Stream<S> {
+    /// Classic peer.
+    Plain(S),
+    /// Sender side of TLS.
+    Server(Box<ServerTlsStream<S>>),
+    /// Receiver side of TLS.
+    Client(Box<ClientTlsStream<S>>),
+}
+
+impl<S> Stream<S> {
+    /// The transport underneath (e.g. the PseudoTCP stream).
+    pub fn transport(&self) -> &S {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Server(t) => t.get_ref().0,
+            Stream::Client(t) => t.get_ref().0,
+        }
+    }
+
+    /// True for the TLS variants.
+    pub fn is_encrypted(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+}
+
+/// Sets up `protection` over `stream`: nothing for [`Protection::Plain`],
+/// the TLS handshake (bounded by `timeout`) otherwise. Nothing may be read
+/// or written by the caller before this returns.
+pub async fn establish<S>(
+    stream: S,
+    protection: &Protection,
+    timeout: Duration,
+) -> Result<Stream<S>, SecureError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (identity, peer, role) = match protection {
+        Protection::Plain => return Ok(Stream::Plain(stream)),
+        Protection::Tls {
+            identity,
+            peer,
+            role,
+        } => (identity, *peer, *role),
+    };
+    let handshake = async {
+        Ok(match role {
+            TlsRole::Server => Stream::Server(Box::new(accept(stream, identity, peer).await?)),
+            TlsRole::Client => Stream::Client(Box::new(connect(stream, identity, peer).await?)),
+        })
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| SecureError::Timeout(timeout.as_secs()))?
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Server(t) => t.is_write_vectored(),
+            Stream::Client(t) => t.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 #[cfg(test)]
