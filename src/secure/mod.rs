@@ -422,10 +422,12 @@ pub enum TlsRole {
     Client,
 }
 
-/// How one channel's stream is protected.
-#[derive(Debug, Clone)]
+/// How one channel's stream is protected. Two values are equal when they
+/// use the same certificates in the same role.
+#[derive(Debug, Clone, Default)]
 pub enum Protection {
     /// A classic peer: the stream stays plaintext, byte for byte as today.
+    #[default]
     Plain,
     /// Both ends are gshare: TLS 1.3 with the peer's certificate pinned.
     Tls {
@@ -443,7 +445,56 @@ impl Protection {
     pub fn is_encrypted(&self) -> bool {
         !matches!(self, Protection::Plain)
     }
+
+    /// (ours, peer's) certificate fingerprints when encrypted.
+    pub fn fingerprints(&self) -> Option<([u8; 32], [u8; 32])> {
+        match self {
+            Protection::Plain => None,
+            Protection::Tls { identity, peer, .. } => Some((identity.fingerprint(), *peer)),
+        }
+    }
+
+    /// The code to read aloud ([`short_code`], sender's fingerprint first)
+    /// when encrypted.
+    pub fn short_code(&self) -> Option<String> {
+        match self {
+            Protection::Plain => None,
+            Protection::Tls {
+                identity,
+                peer,
+                role: TlsRole::Server,
+            } => Some(short_code(&identity.fingerprint(), peer)),
+            Protection::Tls {
+                identity,
+                peer,
+                role: TlsRole::Client,
+            } => Some(short_code(peer, &identity.fingerprint())),
+        }
+    }
 }
+
+impl PartialEq for Protection {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Protection::Plain, Protection::Plain) => true,
+            (
+                Protection::Tls {
+                    identity: a,
+                    peer: pa,
+                    role: ra,
+                },
+                Protection::Tls {
+                    identity: b,
+                    peer: pb,
+                    role: rb,
+                },
+            ) => a.fingerprint() == b.fingerprint() && pa == pb && ra == rb,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Protection {}
 
 /// A channel's byte stream after [`establish`]: plaintext or TLS.
 #[derive(Debug)]
@@ -584,6 +635,31 @@ mod tests {
         assert_eq!(c, short_code(&a, &b));
         assert_ne!(c, short_code(&b, &a));
         assert_ne!(c, short_code(&a, &[3u8; 32]));
+    }
+
+    #[test]
+    fn both_roles_compute_the_same_short_code() {
+        let s = Arc::new(Identity::generate().unwrap());
+        let r = Arc::new(Identity::generate().unwrap());
+        let server = Protection::Tls {
+            identity: s.clone(),
+            peer: r.fingerprint(),
+            role: TlsRole::Server,
+        };
+        let client = Protection::Tls {
+            identity: r.clone(),
+            peer: s.fingerprint(),
+            role: TlsRole::Client,
+        };
+        assert_eq!(server.short_code(), client.short_code());
+        assert_eq!(
+            server.short_code(),
+            Some(short_code(&s.fingerprint(), &r.fingerprint()))
+        );
+        assert_eq!(Protection::default(), Protection::Plain);
+        assert_eq!(Protection::Plain.short_code(), None);
+        assert_ne!(server, client);
+        assert_eq!(server, server.clone());
     }
 
     #[test]
