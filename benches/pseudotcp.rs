@@ -13,8 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use gshare::net::raise_buffers;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 #[path = "../tests/support/nice.rs"]
@@ -25,29 +25,6 @@ use gshare::pseudotcp::{Config, PseudoTcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MB: f64 = 1e6;
-
-fn raise_buffers(fd: i32, bytes: libc::c_int) {
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        let set = |opt| {
-            // SAFETY: fd is a live socket; the value is a c_int.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&bytes as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        if set(force) != 0 {
-            set(plain);
-        }
-    }
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -63,7 +40,7 @@ fn pseudotcp_loopback(total: usize, chunk: usize) -> f64 {
     a.connect(b.local_addr().expect("addr")).expect("connect");
     b.connect(a.local_addr().expect("addr")).expect("connect");
     for s in [&a, &b] {
-        raise_buffers(s.as_raw_fd(), 16 << 20);
+        raise_buffers(s, 16 << 20);
         s.set_nonblocking(true).expect("nonblocking");
     }
     let receiver = std::thread::spawn(move || {

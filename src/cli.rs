@@ -1,10 +1,14 @@
 //! The command line: every flag is described here, once, and surfaces in
-//! `--help` and in the shell completions.
+//! `--help` and in the shell completions. A module of the binary: the
+//! methods at the end turn the arguments into the library's plain option
+//! types, so the library never sees clap.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueHint};
+use gshare::config::{self, Settings};
+use gshare::transfer::{CommonOptions, DEFAULT_MAX_CONCURRENT, ReceiveOptions, SendOptions};
 
 /// Send files between XMPP accounts with the Google Talk file-share protocol.
 ///
@@ -106,16 +110,6 @@ pub struct SendArgs {
     pub wait: u64,
 }
 
-impl SendArgs {
-    /// Splits the positional words into files and the recipient.
-    pub fn files_and_target(&self) -> (&[String], &str) {
-        match self.args.split_last() {
-            Some((jid, files)) => (files, jid.as_str()),
-            None => (&[], ""),
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
     /// Accept offers without asking (from the --from JIDs, or from anyone
@@ -134,26 +128,11 @@ pub struct ReceiveArgs {
     /// Replace existing files instead of choosing a new name.
     #[arg(long)]
     pub overwrite: bool,
-}
-
-/// The documented exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Exit {
-    Ok = 0,
-    Failure = 1,
-    Usage = 2,
-    Auth = 3,
-    Unreachable = 4,
-    Declined = 5,
-    Cancelled = 6,
-    TransferFailed = 7,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
-    }
+    /// Receive up to N transfers at once, from different senders; further
+    /// offers are declined as busy (default 4; config file
+    /// `max-concurrent`). With --once or -o -, one at a time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent: Option<u16>,
 }
 
 /// Shown under `--help`.
@@ -167,3 +146,66 @@ Exit codes:
   5  declined by the peer
   6  cancelled (Ctrl-C here, or cancelled by the peer)
   7  transfer failed or could not be verified (nothing saved under the final name)";
+
+impl GlobalArgs {
+    /// The account flags, for [`config::resolve`].
+    pub fn account(&self) -> config::Flags {
+        config::Flags {
+            jid: self.jid.clone(),
+            password_file: self.password_file.clone(),
+            password_command: self.password_command.clone(),
+            server: self.server.clone(),
+            ca_file: self.ca_file.clone(),
+            resource: self.resource.clone(),
+            config: self.config.clone(),
+            bind: self.bind,
+            stun: self.stun.clone(),
+        }
+    }
+
+    /// What both commands share.
+    pub fn common(&self) -> CommonOptions {
+        CommonOptions {
+            timeout: Duration::from_secs(self.timeout),
+            advertise: self.advertise,
+            json: self.json,
+            quiet: self.quiet,
+        }
+    }
+}
+
+impl SendArgs {
+    /// The send job's options.
+    pub fn options(&self, global: &GlobalArgs) -> SendOptions {
+        let (files, target) = match self.args.split_last() {
+            Some((jid, files)) => (files.to_vec(), jid.clone()),
+            None => (Vec::new(), String::new()),
+        };
+        SendOptions {
+            common: global.common(),
+            files,
+            target,
+            stdin_name: self.name.clone(),
+            wait: Duration::from_secs(self.wait),
+        }
+    }
+}
+
+impl ReceiveArgs {
+    /// The receive job's options: flags over the config file's defaults.
+    pub fn options(&self, global: &GlobalArgs, settings: &Settings) -> ReceiveOptions {
+        ReceiveOptions {
+            common: global.common(),
+            auto_accept: self.auto_accept,
+            from: self.from.clone(),
+            output: self.output.clone(),
+            once: self.once,
+            overwrite: self.overwrite,
+            max_concurrent: self
+                .max_concurrent
+                .map(usize::from)
+                .or(settings.max_concurrent)
+                .unwrap_or(DEFAULT_MAX_CONCURRENT),
+        }
+    }
+}

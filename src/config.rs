@@ -1,11 +1,25 @@
 //! Account settings: the config file, the environment and the flags, with
-//! flags winning.
+//! flags winning. The flags come in as a plain [`Flags`] (the binary's
+//! command line fills it); this module knows nothing of clap.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::GlobalArgs;
+/// The account flags as given (each `None`/empty when not given).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub jid: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<String>,
+    pub server: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub resource: Option<String>,
+    /// The config file to read instead of the default one.
+    pub config: Option<PathBuf>,
+    pub bind: Option<std::net::IpAddr>,
+    pub stun: Vec<String>,
+}
 
 /// `$XDG_CONFIG_HOME/gshare/config.toml`: the account settings of the flags.
 #[derive(Debug, Default, Deserialize)]
@@ -20,6 +34,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub stun: Vec<String>,
     pub bind: Option<std::net::IpAddr>,
+    /// `gshare receive`: how many transfers at once (`--max-concurrent`).
+    pub max_concurrent: Option<usize>,
 }
 
 /// Why the settings do not work.
@@ -43,6 +59,9 @@ pub struct Settings {
     pub resource: Option<String>,
     pub stun: Vec<String>,
     pub bind: Option<std::net::IpAddr>,
+    /// The config file's `max-concurrent`, for the receive command's
+    /// default (its flag wins).
+    pub max_concurrent: Option<usize>,
 }
 
 /// Where the config file is looked for by default.
@@ -82,7 +101,7 @@ pub fn load_file(explicit: Option<&Path>) -> Result<(ConfigFile, String), Config
 }
 
 /// Merges flags over the environment over the file, and fetches the password.
-pub fn resolve(args: &GlobalArgs) -> Result<Settings, ConfigError> {
+pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
     let (file, shown) = load_file(args.config.as_deref())?;
     let jid = args
         .jid
@@ -119,6 +138,7 @@ pub fn resolve(args: &GlobalArgs) -> Result<Settings, ConfigError> {
             args.stun.clone()
         },
         bind: args.bind.or(file.bind),
+        max_concurrent: file.max_concurrent,
     })
 }
 
@@ -163,13 +183,15 @@ ca-file = "/etc/ca.pem"
 resource = "laptop"
 password-command = "pass show xmpp"
 stun = ["stun.example.net:3478"]
-bind = "192.0.2.1""#,
+bind = "192.0.2.1"
+max-concurrent = 2"#,
         )
         .unwrap();
         assert_eq!(c.jid.as_deref(), Some("romeo@montague.lit"));
         assert_eq!(c.server.as_deref(), Some("127.0.0.1:5222"));
         assert_eq!(c.password_command.as_deref(), Some("pass show xmpp"));
         assert_eq!(c.bind, Some([192, 0, 2, 1].into()));
+        assert_eq!(c.max_concurrent, Some(2));
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //!
 //! Data path, bottom up: UDP socket → [`ice`] (STUN or data?) → `pseudotcp`
 //! → `http` → [`transfer`] → disk. Signalling: [`xmpp`] → `session`.
-//! [`cli`] describes the command line; [`config`] merges it with the config
-//! file.
+//! [`config`] merges account flags with the config file. The command line
+//! itself lives in the binary (`src/cli.rs`): the library takes plain option
+//! types ([`transfer::SendOptions`], [`transfer::ReceiveOptions`]).
 
-pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ice;
+pub mod net;
 pub mod pseudotcp;
 pub mod rng;
 pub mod secure;
 pub mod session;
 pub mod transfer;
+pub mod turn;
+pub mod upload;
 pub mod xmpp;

@@ -4,8 +4,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::{CommandFactory, Parser};
-use gshare::cli::{Cli, Command, Exit};
+use cli::{Cli, Command};
+use gshare::transfer::{self, Exit, Failure};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -41,12 +44,24 @@ fn main() -> ExitCode {
             return Exit::Failure.into();
         }
     };
-    match runtime.block_on(gshare::transfer::run(cli)) {
+    match runtime.block_on(run(&cli)) {
         Ok(()) => Exit::Ok.into(),
         Err(failure) => {
             eprintln!("gshare: {failure}");
             failure.exit.into()
         }
+    }
+}
+
+/// Merges the settings and runs the command.
+async fn run(cli: &Cli) -> Result<(), Failure> {
+    let settings = gshare::config::resolve(&cli.global.account())?;
+    match &cli.command {
+        Command::Send(args) => transfer::send(&settings, &args.options(&cli.global)).await,
+        Command::Receive(args) => {
+            transfer::receive(&settings, &args.options(&cli.global, &settings)).await
+        }
+        Command::Completions { .. } => Ok(()),
     }
 }
 

@@ -153,7 +153,7 @@ impl SeedPeer {
                 }
                 other => panic!("unexpected IQ: {:?}", String::from(&Element::from(other))),
             },
-            Some(Incoming::Presence(_)) => None,
+            Some(Incoming::Presence(_)) | Some(Incoming::Message(_)) => None,
             Some(Incoming::Disconnected(e)) => panic!("seed peer lost XMPP: {e}"),
             None => panic!("seed peer's XMPP task stopped"),
         }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 const ROMEO: (&str, &str) = ("romeo", "r0meo-pw");
 const JULIET: (&str, &str) = ("juliet", "jul1et-pw");
+const MERCUTIO: (&str, &str) = ("mercutio", "m3rcutio-pw");
 
 fn server() -> Prosody {
     Prosody::start(&[ROMEO, JULIET])
@@ -34,8 +35,19 @@ struct Receiver {
 
 impl Receiver {
     fn start(p: &Prosody, out: &Path, extra: &[&str]) -> Receiver {
+        Receiver::start_with(p, out, &["--once"], extra)
+    }
+
+    /// Without `--once`: the receiver keeps taking offers.
+    fn start_many(p: &Prosody, out: &Path, extra: &[&str]) -> Receiver {
+        Receiver::start_with(p, out, &[], extra)
+    }
+
+    fn start_with(p: &Prosody, out: &Path, mode: &[&str], extra: &[&str]) -> Receiver {
         let mut cmd = p.gshare(JULIET.0, JULIET.1);
-        cmd.args(["receive", "--json", "--once", "--bind", "127.0.0.1", "-o"])
+        cmd.args(["receive", "--json"])
+            .args(mode)
+            .args(["--bind", "127.0.0.1", "-o"])
             .arg(out)
             .args(extra)
             .stdin(Stdio::null())
@@ -529,4 +541,130 @@ async fn a_peer_that_never_acknowledges_the_offer_exits_4() {
 #[tokio::test]
 async fn a_peer_that_never_accepts_the_offer_exits_4() {
     send_to_silent_peer(true).await;
+}
+
+/// `gshare send` of one big sparse file from romeo to juliet, running.
+fn spawn_big_send(p: &Prosody, file: &Path) -> Child {
+    p.gshare(ROMEO.0, ROMEO.1)
+        .args(["send", "--bind", "127.0.0.1"])
+        .arg(file)
+        .arg(Prosody::jid(JULIET.0))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `gshare send` from mercutio to juliet, to the end.
+fn send_as_mercutio(p: &Prosody, file: &Path) -> Output {
+    p.gshare(MERCUTIO.0, MERCUTIO.1)
+        .args(["send", "--bind", "127.0.0.1"])
+        .arg(file)
+        .arg(Prosody::jid(JULIET.0))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_senders_at_once_each_get_their_own_transfer_and_events() {
+    let p = Prosody::start(&[ROMEO, JULIET, MERCUTIO]);
+    let src = tempfile::tempdir().unwrap();
+    let huge = src.path().join("huge.bin");
+    sparse(&huge, 1 << 30);
+    let small = src.path().join("small.bin");
+    write_random(&small, 200_000, 5);
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = Receiver::start_many(&p, out.path(), &["--auto-accept"]);
+    let romeo = spawn_big_send(&p, &huge);
+    recv.wait_for("\"progress\"", Duration::from_secs(60));
+    // While romeo's gigabyte flows, mercutio's offer is taken and finishes
+    // first.
+    let sent = send_as_mercutio(&p, &small);
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let first_done = recv.wait_for("\"done\"", Duration::from_secs(60));
+    assert!(first_done.contains("mercutio@localhost"), "{first_done}");
+    let second_done = recv.wait_for("\"done\"", Duration::from_secs(600));
+    assert!(second_done.contains("romeo@localhost"), "{second_done}");
+    let r = romeo.wait_with_output().unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    check_same(&small, &out.path().join("small.bin"));
+    check_same(&huge, &out.path().join("huge.bin"));
+    interrupt(&recv.child);
+    let (code, err, events) = recv.finish(Duration::from_secs(30));
+    assert_eq!(code, 6, "{err}");
+    // Both were accepted, and every event of a transfer says whose it is.
+    for who in ["romeo@localhost", "mercutio@localhost"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.contains("\"accepted\"") && e.contains(who)),
+            "{who} was not accepted: {events:#?}"
+        );
+    }
+    for e in &events {
+        if [
+            "\"progress\"",
+            "\"item\"",
+            "\"done\"",
+            "\"accepted\"",
+            "\"offer\"",
+        ]
+        .iter()
+        .any(|kind| e.contains(kind))
+        {
+            assert!(e.contains("\"from\""), "an event without from: {e}");
+        }
+    }
+    // The two transfers overlapped: mercutio's began after romeo's and
+    // ended before it.
+    let pos = |needle: &dyn Fn(&String) -> bool| events.iter().position(needle).unwrap();
+    let romeo_done = pos(&|e| e.contains("\"done\"") && e.contains("romeo@localhost"));
+    let mercutio_accepted =
+        pos(&|e| e.contains("\"accepted\"") && e.contains("mercutio@localhost"));
+    assert!(mercutio_accepted < romeo_done, "{events:#?}");
+}
+
+#[test]
+fn over_max_concurrent_an_offer_is_declined_as_busy() {
+    let p = Prosody::start(&[ROMEO, JULIET, MERCUTIO]);
+    let src = tempfile::tempdir().unwrap();
+    let huge = src.path().join("huge.bin");
+    sparse(&huge, 1 << 30);
+    let small = src.path().join("small.bin");
+    write_random(&small, 1000, 6);
+    let out = tempfile::tempdir().unwrap();
+    let mut recv =
+        Receiver::start_many(&p, out.path(), &["--auto-accept", "--max-concurrent", "1"]);
+    let romeo = spawn_big_send(&p, &huge);
+    recv.wait_for("\"progress\"", Duration::from_secs(60));
+    let sent = send_as_mercutio(&p, &small);
+    assert_eq!(
+        sent.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let rejected = recv.wait_for("\"rejected\"", Duration::from_secs(30));
+    assert!(rejected.contains("mercutio@localhost"), "{rejected}");
+    assert!(rejected.contains("\"busy\""), "{rejected}");
+    assert!(!out.path().join("small.bin").exists());
+    // romeo's transfer was not disturbed: it is still running.
+    recv.wait_for("\"progress\"", Duration::from_secs(30));
+    interrupt(&recv.child);
+    let (code, err, _) = recv.finish(Duration::from_secs(30));
+    assert_eq!(code, 6, "{err}");
+    let r = romeo.wait_with_output().unwrap();
+    assert_ne!(r.status.code(), Some(0));
+    no_final_file(out.path(), "huge.bin");
 }

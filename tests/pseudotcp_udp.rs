@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::fd::AsRawFd;
+use gshare::net::raise_buffers;
 use std::time::Duration;
 
 use gshare::pseudotcp::sim::ByteStream;
@@ -13,39 +13,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-/// Socket buffers: several MiB, or PseudoTCP's large windows overflow the
-/// kernel's ~208 KiB default (PROTOCOL.md §F.1). SO_RCVBUFFORCE needs root;
-/// otherwise SO_RCVBUF is capped at net.core.rmem_max.
-fn raise_buffers(s: &std::net::UdpSocket, bytes: libc::c_int) {
-    let fd = s.as_raw_fd();
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        let set = |opt| {
-            // SAFETY: fd is a live socket; the value is a c_int of that size.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&bytes as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        if set(force) != 0 {
-            set(plain);
-        }
-    }
-}
-
 fn udp_pair() -> (UdpSocket, UdpSocket) {
     let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     a.connect(b.local_addr().unwrap()).unwrap();
     b.connect(a.local_addr().unwrap()).unwrap();
     for s in [&a, &b] {
+        // Several MiB, or PseudoTCP's large windows overflow the kernel's
+        // ≈208 KiB default (docs/protocol.md §F.1).
         raise_buffers(s, 8 << 20);
         s.set_nonblocking(true).unwrap();
     }
@@ -268,4 +243,125 @@ async fn abort_resets_the_peer() {
     let mut a = a;
     let e = a.write(b"x").await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotConnected);
+}
+
+/// An in-memory datagram path with a fixed one-way delay, timed by tokio's
+/// clock: with paused time it runs in virtual time. `deaf` drops everything
+/// sent on it.
+struct MemLink {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(tokio::time::Instant, Vec<u8>)>,
+    tx: tokio::sync::mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>)>,
+    delay: Duration,
+    head: Option<(tokio::time::Instant, Vec<u8>)>,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deaf: bool,
+}
+
+fn mem_pair(delay: Duration) -> (MemLink, MemLink) {
+    let (tx_ab, rx_ab) = tokio::sync::mpsc::unbounded_channel();
+    let (tx_ba, rx_ba) = tokio::sync::mpsc::unbounded_channel();
+    let link = |rx, tx| MemLink {
+        rx,
+        tx,
+        delay,
+        head: None,
+        sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        deaf: false,
+    };
+    (link(rx_ba, tx_ab), link(rx_ab, tx_ba))
+}
+
+impl gshare::pseudotcp::DatagramIo for MemLink {
+    fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        loop {
+            if self.head.is_none() {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(d)) => self.head = Some(d),
+                    _ => return Poll::Pending,
+                }
+            }
+            let at = self.head.as_ref().unwrap().0;
+            if at > tokio::time::Instant::now() {
+                self.sleep.as_mut().reset(at);
+                if self.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            let (_, d) = self.head.take().unwrap();
+            if !self.deaf {
+                buf.put_slice(&d);
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    fn poll_send(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+        datagram: &[u8],
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let at = tokio::time::Instant::now() + self.delay;
+        let _ = self.tx.send((at, datagram.to_vec()));
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Issue 17 item 5: the PseudoTCP driver reads tokio's clock (the ICE
+/// driver's), so with paused time its retransmission timers run in virtual
+/// time: 30 unanswered CONNECTs with the default backoff (about 80 s) end
+/// the connection at once in real time. On the std clock the engine would
+/// not see its deadlines pass and the driver would spin for real minutes.
+#[tokio::test(start_paused = true)]
+async fn paused_tokio_time_drives_the_retransmission_limit() {
+    let (a, mut b) = mem_pair(Duration::from_millis(25));
+    b.deaf = true;
+    let s = PseudoTcpStream::new(a, Config::default(), Open::Active);
+    let real = std::time::Instant::now();
+    let virt = tokio::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(600), s.established())
+        .await
+        .unwrap();
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionAborted);
+    assert_eq!(s.stats().segments_sent, 30);
+    let v = virt.elapsed();
+    assert!(
+        v > Duration::from_secs(30) && v < Duration::from_secs(300),
+        "{v:?}"
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        real.elapsed()
+    );
+    drop(b);
+}
+
+/// Same clock, a working link: the handshake takes one virtual round trip
+/// (2 × 50 ms) and a transfer completes with its bytes intact.
+#[tokio::test(start_paused = true)]
+async fn paused_tokio_time_drives_a_transfer_over_a_delayed_link() {
+    const TOTAL: usize = 2 << 20;
+    let (la, lb) = mem_pair(Duration::from_millis(50));
+    let t0 = tokio::time::Instant::now();
+    let accept = tokio::spawn(PseudoTcpStream::accept(lb, Config::default()));
+    let mut a = PseudoTcpStream::connect(la, Config::default())
+        .await
+        .unwrap();
+    let rtt = t0.elapsed();
+    assert!(
+        rtt >= Duration::from_millis(100) && rtt < Duration::from_millis(110),
+        "{rtt:?}"
+    );
+    let mut b = accept.await.unwrap().unwrap();
+    let recv = tokio::spawn(async move { recv_all(&mut b, TOTAL).await });
+    let sent = send_all(&mut a, TOTAL, 5).await;
+    let got = recv.await.unwrap();
+    assert_eq!(sent, got);
+    assert_eq!(a.stats().timeouts, 0);
 }

@@ -5,10 +5,17 @@
 //! `Content-Length: 0`, `User-Agent: gshare/<version>`, `Connection: Keep-Alive` (title case,
 //! in that order). Responses may lack a reason phrase and carry `Content-Length` or chunked
 //! bodies; the body is handed to the caller chunk by chunk.
+//!
+//! Between gshare peers only ([`GetOptions`], set by the job when the session negotiated it),
+//! two more headers follow: `Range: bytes=N-` to resume a file at byte `N` (the answer is a
+//! `206` whose `Content-Range` must start at `N`, or a plain `200` starting over), and
+//! `TE: trailers` so the sender may end a folder stream with its SHA-256
+//! ([`super::DIGEST_TRAILER`]). Classic peers never see either.
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, TRANSFER_ENCODING, USER_AGENT,
+    CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, RANGE,
+    TE, TRANSFER_ENCODING, USER_AGENT,
 };
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
@@ -34,6 +41,10 @@ pub enum ClientError {
     /// The sender answered with another status.
     #[error("unexpected HTTP status {0}")]
     Status(u16),
+    /// A `206` whose `Content-Range` does not start where we asked, or does not match its
+    /// length: the body cannot be placed safely.
+    #[error("the sender's partial response does not match the requested range: {0}")]
+    BadRange(String),
     /// The connection is closed (e.g. the previous response said `Connection: Close`); a new
     /// channel is needed for further requests.
     #[error("HTTP connection closed")]
@@ -48,6 +59,28 @@ pub enum ClientError {
     /// body was cut off.
     #[error("HTTP error: {0}")]
     Http(#[from] hyper::Error),
+}
+
+/// Extensions of a request, for gshare peers only (the default is the classic request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GetOptions {
+    /// Ask for the item from this byte on (`Range: bytes=N-`); `None` or `Some(0)` asks for
+    /// all of it without a `Range` header.
+    pub range_from: Option<u64>,
+    /// Send `TE: trailers` (a folder stream may then end with its digest).
+    pub trailers: bool,
+}
+
+/// Parses `Content-Range: bytes first-last/total` into `(first, last, total)`.
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let (span, total) = rest.split_once('/')?;
+    let (first, last) = span.trim().split_once('-')?;
+    Some((
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
 }
 
 /// An HTTP/1.1 client connection to the sender.
@@ -90,19 +123,39 @@ impl Client {
     /// [`ClientError::NotFound`] (the connection stays usable); other statuses
     /// [`ClientError::Status`]. Read the previous response to its end before the next `get`.
     pub async fn get(&mut self, path: &str) -> Result<Response, ClientError> {
+        self.get_with(path, GetOptions::default()).await
+    }
+
+    /// [`Client::get`] with the gshare extensions in `options`. With `range_from: Some(n)`
+    /// (n > 0) the answer is either a `206` starting at exactly `n` ([`Response::offset`] is
+    /// `n`) or a `200` with the whole item (offset 0: the caller starts over); a `206` for
+    /// another range is [`ClientError::BadRange`], a `416` is [`ClientError::Status`].
+    pub async fn get_with(
+        &mut self,
+        path: &str,
+        options: GetOptions,
+    ) -> Result<Response, ClientError> {
         let uri: Uri = path
             .parse()
             .map_err(|_| ClientError::InvalidPath(path.to_owned()))?;
         if uri.scheme().is_some() || uri.authority().is_some() || !path.starts_with('/') {
             return Err(ClientError::InvalidPath(path.to_owned()));
         }
-        let req = Request::builder()
+        let range_from = options.range_from.filter(|&n| n > 0);
+        let mut req = Request::builder()
             .method(Method::GET)
             .uri(uri)
             .header(HOST, self.host.clone())
             .header(CONTENT_LENGTH, HeaderValue::from_static("0"))
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-            .header(CONNECTION, HeaderValue::from_static("Keep-Alive"))
+            .header(CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        if let Some(n) = range_from {
+            req = req.header(RANGE, format!("bytes={n}-"));
+        }
+        if options.trailers {
+            req = req.header(TE, HeaderValue::from_static("trailers"));
+        }
+        let req = req
             .body(Empty::new())
             .map_err(|_| ClientError::InvalidPath(path.to_owned()))?;
         if self.send.ready().await.is_err() {
@@ -129,15 +182,40 @@ impl Client {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let content_range = headers
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut response = Response {
             content_length,
             chunked,
             content_type,
             body: resp.into_body(),
             received: 0,
+            offset: 0,
+            trailers: None,
         };
         if status == StatusCode::OK {
             return Ok(response);
+        }
+        if status == StatusCode::PARTIAL_CONTENT
+            && let Some(asked) = range_from
+        {
+            // Only the exact range we asked for, with a length that agrees, is usable.
+            let range = content_range.as_deref().and_then(parse_content_range);
+            return match range {
+                Some((first, last, total))
+                    if first == asked
+                        && last.checked_add(1) == Some(total)
+                        && content_length.is_none_or(|len| len == total - first) =>
+                {
+                    response.offset = first;
+                    Ok(response)
+                }
+                _ => Err(ClientError::BadRange(
+                    content_range.unwrap_or_else(|| "no Content-Range".to_owned()),
+                )),
+            };
         }
         // Drain a small error body so the connection can carry the next request.
         while response.received <= MAX_ERROR_BODY as u64 {
@@ -160,16 +238,32 @@ impl Drop for Client {
     }
 }
 
-/// A 200 response whose body is read chunk by chunk.
+/// A 200 (or, resuming, 206) response whose body is read chunk by chunk.
 pub struct Response {
     content_length: Option<u64>,
     chunked: bool,
     content_type: Option<String>,
     body: Incoming,
     received: u64,
+    offset: u64,
+    trailers: Option<HeaderMap>,
 }
 
 impl Response {
+    /// Where the body starts in the item: the requested offset for a `206`, else 0.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The SHA-256 the sender put in the [`super::DIGEST_TRAILER`] (available once
+    /// [`Response::chunk`] returned `Ok(None)`); `None` if there was none or it was malformed.
+    pub fn digest_trailer(&self) -> Option<[u8; 32]> {
+        let value = self.trailers.as_ref()?.get(super::DIGEST_TRAILER)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(value.as_bytes(), &mut out).ok()?;
+        Some(out)
+    }
+
     /// The `Content-Length`, if the body has one.
     pub fn content_length(&self) -> Option<u64> {
         self.content_length
@@ -197,13 +291,20 @@ impl Response {
             let Some(frame) = self.body.frame().await else {
                 return Ok(None);
             };
-            // Trailers (non-data frames) are ignored.
-            if let Ok(data) = frame?.into_data() {
-                if data.is_empty() {
-                    continue;
+            // Trailers are kept (bounded by hyper: 16 KiB); other frames are ignored.
+            match frame?.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    self.received += data.len() as u64;
+                    return Ok(Some(data));
                 }
-                self.received += data.len() as u64;
-                return Ok(Some(data));
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        self.trailers = Some(trailers);
+                    }
+                }
             }
         }
     }

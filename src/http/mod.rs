@@ -13,7 +13,10 @@ mod escape;
 mod server;
 mod source;
 
-pub use client::{Client, ClientError, Response, USER_AGENT_VALUE};
+pub use client::{Client, ClientError, GetOptions, Response, USER_AGENT_VALUE};
 pub use escape::{decode_segment, escape_name, request_path};
-pub use server::{Catalog, CatalogItem, ItemBody, ItemKind, ServeError, ServeEvent, serve};
+pub use server::{
+    Catalog, CatalogItem, DIGEST_TRAILER, ItemBody, ItemKind, ServeError, ServeEvent, ServeOptions,
+    serve, serve_with,
+};
 pub use source::folder_size;

@@ -5,6 +5,17 @@
 //! byte-for-byte with the names in the [`Catalog`], and only the catalog's own paths are opened.
 //! Everything else — another directory part, the preview path, unknown or malformed names,
 //! methods other than GET, absolute-form targets — gets `404` with `Content-Length: 0`.
+//!
+//! Two additions exist only between gshare peers, switched on by [`ServeOptions`] when the
+//! session negotiated them (docs/protocol.md §D; the job passes the flags, classic peers never
+//! get them and see exactly the classic bytes):
+//! - `Range: bytes=N-` on a file item is answered `206 Partial Content` with
+//!   `Content-Range: bytes N-(size-1)/size` (resume). Any other form of `Range` is ignored (a
+//!   plain `200`, which RFC 9110 §14.2 allows); `N >= size` gets `416`.
+//! - A folder (a chunked tar stream whose bytes exist only while they are produced, so no
+//!   digest can be announced in the offer) ends with the trailer `X-Gshare-Sha256: <hex>`, the
+//!   SHA-256 of the whole tar stream, when the request says `TE: trailers`. The receiver hashes
+//!   the stream it unpacks and compares before renaming the folder into place.
 
 use std::convert::Infallible;
 use std::io;
@@ -14,7 +25,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue,
+    RANGE, TRAILER,
+};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -31,6 +45,22 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 /// hyper's connection buffer limit (its minimum is 8 KiB).
 const MAX_BUF_BYTES: usize = 64 * 1024;
+/// Longest `Range` header value parsed (`bytes=` and a 20-digit `u64`, with some spaces).
+const MAX_RANGE_LEN: usize = 40;
+
+/// The trailer carrying a folder stream's SHA-256 (64 lowercase hex digits), between gshare
+/// peers only.
+pub const DIGEST_TRAILER: &str = "x-gshare-sha256";
+
+/// Extensions of the classic dialect, for gshare peers only (the session negotiated them).
+/// The default is the classic dialect: no `Range`, no trailers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Answer `Range: bytes=N-` on file items with `206` (the peer said `<resume/>`).
+    pub ranges: bool,
+    /// End folder streams with the [`DIGEST_TRAILER`] (the peer is gshare).
+    pub digest_trailers: bool,
+}
 
 /// What an offered item is on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,13 +169,14 @@ impl Catalog {
 /// item went out (PROTOCOL.md §A.7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServeEvent {
-    /// A request for item `item` arrived and a 200 is being sent.
+    /// A request for item `item` arrived and a 200 (or, resuming, a 206) is being sent.
     Started {
         /// Catalog index.
         item: usize,
     },
     /// Content bytes of `item` handed to the connection so far (for a folder: file bytes inside
-    /// the tar, not counting tar headers; comparable with the manifest `size`).
+    /// the tar, not counting tar headers; comparable with the manifest `size`). For a `206` the
+    /// count starts at the requested offset: it is the position reached in the item.
     Progress {
         /// Catalog index.
         item: usize,
@@ -157,7 +188,8 @@ pub enum ServeEvent {
     Served {
         /// Catalog index.
         item: usize,
-        /// Content bytes served (file size, or the sum of file sizes in the folder).
+        /// Content bytes served (file size, or the sum of file sizes in the folder); for a `206`
+        /// the position reached, i.e. the file size as well.
         bytes: u64,
     },
     /// Serving `item` failed part-way (disk error, file shrank: the connection is aborted), or
@@ -183,8 +215,8 @@ pub enum ServeError {
     Http(#[from] hyper::Error),
 }
 
-/// Serves `catalog` on `io` until the peer closes the connection (or the future is dropped).
-/// Events go to `events`; a dropped receiver is ignored.
+/// Serves `catalog` on `io` in the classic dialect until the peer closes the connection (or
+/// the future is dropped). Events go to `events`; a dropped receiver is ignored.
 pub async fn serve<S>(
     io: S,
     catalog: Arc<Catalog>,
@@ -193,8 +225,21 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_with(io, catalog, events, ServeOptions::default()).await
+}
+
+/// [`serve`] with the gshare extensions in `options` (see the module doc).
+pub async fn serve_with<S>(
+    io: S,
+    catalog: Arc<Catalog>,
+    events: mpsc::UnboundedSender<ServeEvent>,
+    options: ServeOptions,
+) -> Result<(), ServeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let response = respond(&catalog, &events, &req);
+        let response = respond(&catalog, &events, &req, options);
         async move { Ok::<_, Infallible>(response) }
     });
     hyper::server::conn::http1::Builder::new()
@@ -224,10 +269,31 @@ fn wants_keep_alive(req: &Request<Incoming>) -> bool {
     req.version() >= Version::HTTP_11 || tokens.iter().any(|t| t == b"keep-alive")
 }
 
+/// The start of a `Range: bytes=N-` request: exactly one `Range` header of exactly that form
+/// (any other form is ignored, RFC 9110 §14.2).
+fn range_start(req: &Request<Incoming>) -> Option<u64> {
+    let mut values = req.headers().get_all(RANGE).iter();
+    let value = values.next()?;
+    if values.next().is_some() || value.len() > MAX_RANGE_LEN {
+        return None;
+    }
+    let text = value.to_str().ok()?.trim();
+    let (unit, spec) = text.split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let digits = spec.trim().strip_suffix('-')?.trim_end();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 fn respond(
     catalog: &Catalog,
     events: &mpsc::UnboundedSender<ServeEvent>,
     req: &Request<Incoming>,
+    options: ServeOptions,
 ) -> Response<ItemBody> {
     let connection = HeaderValue::from_static(if wants_keep_alive(req) {
         "Keep-Alive"
@@ -262,23 +328,63 @@ fn respond(
             resp
         }
         ItemKind::File { size } => {
-            let rx = source::spawn_file(item.path.clone(), size);
-            let body = ItemBody::stream(rx, index, Some(size), events.clone());
-            let mut resp = head(
-                StatusCode::OK,
-                connection,
-                Some("application/octet-stream"),
-                body,
-            );
-            resp.headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from(size));
+            let offset = match range_start(req).filter(|_| options.ranges) {
+                Some(start) if start >= size => {
+                    debug!(item = index, start, size, "range not satisfiable: 416");
+                    let _ = events.send(ServeEvent::Failed {
+                        item: index,
+                        error: format!("asked to resume at byte {start} of {size}"),
+                    });
+                    let mut resp = head(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        connection,
+                        None,
+                        ItemBody::empty(),
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                        resp.headers_mut().insert(CONTENT_RANGE, v);
+                    }
+                    return resp;
+                }
+                Some(start) => start,
+                None => 0,
+            };
+            let rx = source::spawn_file(item.path.clone(), offset, size);
+            let body = ItemBody::stream(rx, index, offset, Some(size), events.clone());
+            let status = if offset > 0 {
+                debug!(item = index, offset, "resuming: 206");
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                StatusCode::OK
+            };
+            let mut resp = head(status, connection, Some("application/octet-stream"), body);
+            let headers = resp.headers_mut();
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(size - offset));
+            if offset > 0
+                && let Ok(v) = HeaderValue::from_str(&format!("bytes {offset}-{}/{size}", size - 1))
+            {
+                headers.insert(CONTENT_RANGE, v);
+            }
             resp
         }
         ItemKind::Folder => {
-            let rx = source::spawn_tar(item.path.clone(), item.name.clone());
-            let body = ItemBody::stream(rx, index, None, events.clone());
+            // hyper sends trailers only if the request said `TE: trailers`; hashing is only
+            // worth it then.
+            let trailer = options.digest_trailers
+                && req
+                    .headers()
+                    .get_all(http::header::TE)
+                    .iter()
+                    .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+            let rx = source::spawn_tar(item.path.clone(), item.name.clone(), trailer);
+            let body = ItemBody::stream(rx, index, 0, None, events.clone());
             // No Content-Length and an inexact size hint: hyper sends it chunked.
-            head(StatusCode::OK, connection, Some("application/x-tar"), body)
+            let mut resp = head(StatusCode::OK, connection, Some("application/x-tar"), body);
+            if trailer {
+                resp.headers_mut()
+                    .insert(TRAILER, HeaderValue::from_static(DIGEST_TRAILER));
+            }
+            resp
         }
     }
 }
@@ -297,7 +403,7 @@ fn head(
     if let Some(ct) = content_type {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
     }
-    if status != StatusCode::OK {
+    if status != StatusCode::OK && status != StatusCode::PARTIAL_CONTENT {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
     }
     resp
@@ -311,7 +417,11 @@ pub struct ItemBody {
 struct Streaming {
     rx: mpsc::Receiver<Msg>,
     item: usize,
+    /// Where the body starts in the item (non-zero for a `206`).
+    offset: u64,
+    /// The item's size when the body ends there (files): its last byte completes the item.
     exact: Option<u64>,
+    /// Content position reached (from the item's start, so comparable with its size).
     content: u64,
     events: mpsc::UnboundedSender<ServeEvent>,
 }
@@ -324,6 +434,7 @@ impl ItemBody {
     fn stream(
         rx: mpsc::Receiver<Msg>,
         item: usize,
+        offset: u64,
         exact: Option<u64>,
         events: mpsc::UnboundedSender<ServeEvent>,
     ) -> Self {
@@ -331,8 +442,9 @@ impl ItemBody {
             inner: Some(Streaming {
                 rx,
                 item,
+                offset,
                 exact,
-                content: 0,
+                content: offset,
                 events,
             }),
         }
@@ -384,13 +496,18 @@ impl Body for ItemBody {
                 }
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            Poll::Ready(Some(Msg::Done)) => {
+            Poll::Ready(Some(Msg::Done(digest))) => {
                 debug!(item = s.item, bytes = s.content, "item served");
                 let _ = s.events.send(ServeEvent::Served {
                     item: s.item,
                     bytes: s.content,
                 });
-                None
+                digest.and_then(|d| {
+                    let value = HeaderValue::from_str(&hex::encode(d)).ok()?;
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert(HeaderName::from_static(DIGEST_TRAILER), value);
+                    Some(Ok(Frame::trailers(trailers)))
+                })
             }
             Poll::Ready(Some(Msg::Failed(e))) => {
                 let _ = s.events.send(ServeEvent::Failed {
@@ -419,7 +536,11 @@ impl Body for ItemBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             None => SizeHint::with_exact(0),
-            Some(Streaming { exact: Some(n), .. }) => SizeHint::with_exact(*n),
+            Some(Streaming {
+                exact: Some(n),
+                offset,
+                ..
+            }) => SizeHint::with_exact(n.saturating_sub(*offset)),
             Some(_) => SizeHint::default(),
         }
     }

@@ -17,6 +17,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
@@ -34,20 +35,27 @@ pub(crate) enum Msg {
     /// Body bytes, and the item's content bytes (file data, without tar headers) sent so far
     /// up to the end of this chunk.
     Data(Bytes, u64),
-    /// The body is complete.
-    Done,
+    /// The body is complete; with the SHA-256 of every body byte if the producer was asked to
+    /// hash (folders served to a gshare peer, for the digest trailer).
+    Done(Option<[u8; 32]>),
     /// The producer failed; the body must be aborted.
     Failed(io::Error),
 }
 
-/// Starts reading exactly `size` bytes of the file at `path`. Fewer bytes on disk (the file
-/// shrank since the offer) fails the body; extra bytes are not sent.
-pub(crate) fn spawn_file(path: PathBuf, size: u64) -> mpsc::Receiver<Msg> {
+/// Starts reading the file at `path` from byte `offset` up to byte `size` (exactly
+/// `size - offset` bytes; `offset` is non-zero only for a `Range` request). Fewer bytes on disk
+/// (the file shrank since the offer) fails the body; extra bytes are not sent. Content
+/// positions in [`Msg::Data`] count from the start of the file, not from `offset`.
+pub(crate) fn spawn_file(path: PathBuf, offset: u64, size: u64) -> mpsc::Receiver<Msg> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
-        let mut sink = ChunkSink::new(tx);
+        let mut sink = ChunkSink::new(tx, false);
+        sink.content = offset;
         let result = File::open(&path).and_then(|mut file| {
-            sink.copy_content(&mut file, size)?;
+            if offset > 0 {
+                io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+            }
+            sink.copy_content(&mut file, size.saturating_sub(offset))?;
             sink.flush()
         });
         sink.finish(result, &path);
@@ -56,11 +64,13 @@ pub(crate) fn spawn_file(path: PathBuf, size: u64) -> mpsc::Receiver<Msg> {
 }
 
 /// Starts writing the folder at `root` as a tar stream whose entries are all under
-/// `top_name/` (libjingle's layout: the folder itself is the first entry).
-pub(crate) fn spawn_tar(root: PathBuf, top_name: String) -> mpsc::Receiver<Msg> {
+/// `top_name/` (libjingle's layout: the folder itself is the first entry). With `digest`, the
+/// producer thread also hashes the stream (SHA-256 of every body byte) and hands the digest
+/// over with [`Msg::Done`].
+pub(crate) fn spawn_tar(root: PathBuf, top_name: String, digest: bool) -> mpsc::Receiver<Msg> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
-        let mut sink = ChunkSink::new(tx);
+        let mut sink = ChunkSink::new(tx, digest);
         let result = write_tar(&mut sink, &root, top_name.as_bytes());
         sink.finish(result, &root);
     });
@@ -106,14 +116,17 @@ struct ChunkSink {
     tx: mpsc::Sender<Msg>,
     buf: BytesMut,
     content: u64,
+    /// Hashes every body byte (on this producer thread, not on the connection's task).
+    hasher: Option<Sha256>,
 }
 
 impl ChunkSink {
-    fn new(tx: mpsc::Sender<Msg>) -> Self {
+    fn new(tx: mpsc::Sender<Msg>, digest: bool) -> Self {
         ChunkSink {
             tx,
             buf: BytesMut::with_capacity(CHUNK_SIZE),
             content: 0,
+            hasher: digest.then(Sha256::new),
         }
     }
 
@@ -123,6 +136,9 @@ impl ChunkSink {
             return Ok(());
         }
         let data = self.buf.split().freeze();
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&data);
+        }
         self.buf.reserve(CHUNK_SIZE);
         self.tx
             .blocking_send(Msg::Data(data, self.content))
@@ -181,7 +197,7 @@ impl ChunkSink {
     /// Ends the stream: `Done` after success, `Failed` otherwise.
     fn finish(self, result: io::Result<()>, what: &Path) {
         let msg = match result {
-            Ok(()) => Msg::Done,
+            Ok(()) => Msg::Done(self.hasher.map(|h| h.finalize().into())),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 trace!(path = %what.display(), "body receiver gone");
                 return;

@@ -433,7 +433,9 @@ impl IceAgent {
         }
         // A peer-reflexive candidate now signalled: adopt the signalled data.
         if let Some(r) = self.remotes.iter().position(|r| {
-            r.prflx && r.cand.address == cand.address && r.cand.username == cand.username
+            r.prflx
+                && same_endpoint(r.cand.address, cand.address)
+                && r.cand.username == cand.username
         }) {
             let pref = cand.preference;
             self.remotes[r] = Remote { cand, prflx: false };
@@ -442,7 +444,7 @@ impl IceAgent {
                 self.remotes[r].cand.username.clone(),
             );
             for p in &mut self.pairs {
-                if p.remote_addr == addr && p.remote_username == user {
+                if same_endpoint(p.remote_addr, addr) && p.remote_username == user {
                     p.preference =
                         self.locals.get(p.local).map_or(0.0, |l| l.cand.preference) * pref;
                 }
@@ -586,7 +588,7 @@ impl IceAgent {
             id: self.next_pair_id,
             local,
             socket: l.socket,
-            remote_addr: r.cand.address,
+            remote_addr: reached_from(r.cand.address, l.cand.address),
             remote_username: r.cand.username.clone(),
             generation: r.cand.generation,
             preference: l.cand.preference * r.cand.preference,
@@ -696,7 +698,7 @@ impl IceAgent {
         let found = self
             .pairs
             .iter()
-            .position(|p| p.readable && p.socket == socket && p.remote_addr == from);
+            .position(|p| p.readable && p.socket == socket && same_endpoint(p.remote_addr, from));
         match found {
             Some(i) => {
                 self.data_cache = Some((socket, from, i));
@@ -770,7 +772,9 @@ impl IceAgent {
         };
         let remote_part = &username[self.locals[local].cand.username.len()..];
         let existing = self.pairs.iter().position(|p| {
-            p.local == local && p.remote_addr == from && p.remote_username.as_bytes() == remote_part
+            p.local == local
+                && same_endpoint(p.remote_addr, from)
+                && p.remote_username.as_bytes() == remote_part
         });
         let pair = match existing {
             Some(i) => i,
@@ -793,8 +797,10 @@ impl IceAgent {
                     );
                     return;
                 };
+                let local_addr = self.locals[local].cand.address;
                 let remote = match self.remotes.iter().position(|r| {
-                    r.cand.address == from && r.cand.username.as_bytes() == remote_part
+                    same_endpoint(reached_from(r.cand.address, local_addr), from)
+                        && r.cand.username.as_bytes() == remote_part
                 }) {
                     Some(r) => r,
                     None => {
@@ -876,7 +882,9 @@ impl IceAgent {
                 let Some(i) = self.pairs.iter().position(|p| p.id == pair) else {
                     return;
                 };
-                if self.pairs[i].remote_addr != from {
+                // Compared with the scope: an IPv6 link-local answer comes
+                // from `fe80::…%if`, the signalled candidate had no scope.
+                if !same_endpoint(self.pairs[i].remote_addr, from) {
                     trace!(%from, "response from the wrong address");
                     return;
                 }
@@ -1140,6 +1148,44 @@ impl IceAgent {
     }
 }
 
+/// `addr` as reached from our candidate `local`. A remote IPv6 link-local
+/// address means nothing without the link it is on, and candidates parsed
+/// from XML never carry one (the zone is not part of the wire form,
+/// docs/protocol.md §B.1): such an address takes the interface (scope id)
+/// of the local socket when that socket is itself bound to a link.
+fn reached_from(addr: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (addr, local) {
+        (SocketAddr::V6(mut a), SocketAddr::V6(l))
+            if a.scope_id() == 0 && is_link_local(a.ip()) && l.scope_id() != 0 =>
+        {
+            a.set_scope_id(l.scope_id());
+            SocketAddr::V6(a)
+        }
+        _ => addr,
+    }
+}
+
+/// The same transport address: IP and port equal, and for IPv6 the same
+/// scope where both sides know it (0 = not known, as for a remote candidate
+/// paired with a socket bound to a routable address, whose checks the
+/// kernel routed). The flow label is not part of the address. A strict `==`
+/// on `SocketAddr` compares both, so a response from `[fe80::…%4]` never
+/// matched the pair to the signalled `fe80::…`.
+pub(crate) fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    match (a, b) {
+        (SocketAddr::V6(a), SocketAddr::V6(b)) => {
+            a.ip() == b.ip()
+                && a.port() == b.port()
+                && (a.scope_id() == b.scope_id() || a.scope_id() == 0 || b.scope_id() == 0)
+        }
+        _ => a == b,
+    }
+}
+
+/// fe80::/10.
+fn is_link_local(ip: &std::net::Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
 #[cfg(test)]
 mod rng_tests {
     use super::*;

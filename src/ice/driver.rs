@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -25,9 +25,8 @@ use tracing::{debug, trace, warn};
 use super::agent::{IceAgent, IceConfig, IceEvent, Received, Transmit};
 use super::candidate::{Candidate, CandidateType};
 
-/// Socket buffer size asked for: PseudoTCP bursts overflow the kernel's
-/// ≈208 KiB default and then stall on its 1 s minimum RTO (PROTOCOL.md §F.1).
-pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+pub use crate::net::SOCKET_BUFFER_BYTES;
+use crate::net::{raise_buffers, transient};
 
 /// Largest UDP payload over IPv4 (65535 − 20 − 8).
 const MAX_UDP_PAYLOAD: usize = 65507;
@@ -45,7 +44,8 @@ pub struct GatherConfig {
     /// Transport channel name (`private-1`, `gabble-1`, …).
     pub name: String,
     /// Use only this local address (`--bind`); `None` or an unspecified
-    /// address means every usable interface.
+    /// address means every usable interface. An IPv6 link-local address is
+    /// bound on the interface that has it.
     pub bind: Option<IpAddr>,
     /// STUN servers for server-reflexive candidates (`--stun`, jingleinfo).
     pub stun: Vec<SocketAddr>,
@@ -90,32 +90,40 @@ impl std::fmt::Debug for IceChannel {
     }
 }
 
-fn now() -> std::time::Instant {
+/// The drivers' one clock: tokio's, converted for the sans-IO cores. The
+/// PseudoTCP driver reads it too, so a test with paused tokio time drives
+/// the ICE agent, the PseudoTCP engine and their timers together.
+pub(crate) fn now() -> std::time::Instant {
     TokioInstant::now().into_std()
 }
 
 impl IceChannel {
     /// Opens one UDP socket per usable local address, makes a host
     /// candidate for each, and asks the STUN servers for server-reflexive
-    /// ones (waiting at most the agent's STUN timeout, 3 s).
+    /// ones (waiting at most the agent's STUN timeout, 3 s). IPv6 link-local
+    /// addresses are used only when bound to explicitly or when the host has
+    /// no routable address at all (a link with only link-local IPv6).
     pub async fn gather(config: GatherConfig) -> io::Result<IceChannel> {
         let addrs = match config.bind {
-            Some(ip) if !ip.is_unspecified() => vec![ip],
+            Some(ip) if !ip.is_unspecified() => vec![bind_address(ip)?],
             _ => {
-                let mut v = interface_addresses()?;
+                let mut v = local_endpoints(false)?;
                 if v.is_empty() {
-                    v.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                    v = local_endpoints(true)?;
+                }
+                if v.is_empty() {
+                    v.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
                 }
                 v
             }
         };
         let mut agent = IceAgent::new(IceConfig::with_os_rng(&config.name), now());
         let mut sockets = Vec::new();
-        for ip in addrs {
-            let socket = match open_socket(ip) {
+        for addr in addrs {
+            let socket = match open_socket(addr) {
                 Ok(s) => s,
                 Err(e) if config.bind.is_none() => {
-                    debug!(%ip, error = %e, "skipping interface");
+                    debug!(%addr, error = %e, "skipping interface");
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -420,12 +428,15 @@ impl IceChannel {
                     local,
                     remote,
                 } => {
-                    let local_ip = self
+                    // The socket's own address (with its scope), not a
+                    // server-reflexive one.
+                    let mut from = self
                         .sockets
                         .get(socket)
                         .and_then(|s| s.local_addr().ok())
-                        .map_or(local.ip(), |a| a.ip());
-                    self.max_datagram = path_datagram_size(local_ip, remote);
+                        .unwrap_or(local);
+                    from.set_port(0);
+                    self.max_datagram = path_datagram_size(from, remote);
                     debug!(%local, %remote, max_datagram = self.max_datagram, "ICE selected pair");
                     self.selected = Some((local, remote));
                     if let Some(w) = self.send_waker.take() {
@@ -466,73 +477,61 @@ fn ice_failed() -> io::Error {
     )
 }
 
-fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::WouldBlock
-    )
-}
-
-/// A non-blocking UDP socket on `ip`, with large kernel buffers.
-fn open_socket(ip: IpAddr) -> io::Result<UdpSocket> {
-    let domain = if ip.is_ipv4() {
+/// A non-blocking UDP socket on `addr` (port 0: any; an IPv6 link-local
+/// address carries its interface as scope id), with large kernel buffers.
+fn open_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if ip.is_ipv6() {
+    if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    set_buffers(&socket);
+    let (rcvbuf, sndbuf) = raise_buffers(&socket, SOCKET_BUFFER_BYTES);
+    trace!(?rcvbuf, ?sndbuf, "socket buffers");
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
 }
 
-/// Raises SO_RCVBUF/SO_SNDBUF; past `net.core.rmem_max` the FORCE variants
-/// work for root (CAP_NET_ADMIN). Failure only costs throughput.
-fn set_buffers(socket: &Socket) {
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let fd = socket.as_raw_fd();
-        let want = libc::c_int::try_from(SOCKET_BUFFER_BYTES).unwrap_or(libc::c_int::MAX);
-        for (got, opt) in [
-            (socket.recv_buffer_size(), libc::SO_RCVBUFFORCE),
-            (socket.send_buffer_size(), libc::SO_SNDBUFFORCE),
-        ] {
-            // Linux reports twice the value set.
-            if got.is_ok_and(|g| g >= SOCKET_BUFFER_BYTES) {
-                continue;
-            }
-            // SAFETY: fd is a valid socket owned by `socket`; the option
-            // value is a c_int whose size is passed.
-            let _ = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&want as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+/// Where to bind for `--bind ip`: port 0, and for an IPv6 link-local
+/// address the interface that has it (binding without one fails).
+fn bind_address(ip: IpAddr) -> io::Result<SocketAddr> {
+    match ip {
+        IpAddr::V6(v6) if is_link_local_v6(&v6) => local_endpoints(true)?
+            .into_iter()
+            .find(|a| a.ip() == ip)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("no interface has the link-local address {ip}"),
                 )
-            };
-        }
+            }),
+        _ => Ok(SocketAddr::new(ip, 0)),
     }
-    trace!(
-        rcvbuf = ?socket.recv_buffer_size().ok(),
-        sndbuf = ?socket.send_buffer_size().ok(),
-        "socket buffers"
-    );
+}
+
+/// fe80::/10.
+fn is_link_local_v6(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// Usable local addresses: up, not loopback, not IPv6 link-local; IPv4
 /// first.
 pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    Ok(local_endpoints(false)?
+        .into_iter()
+        .map(|a| a.ip())
+        .collect())
+}
+
+/// Local addresses of interfaces that are up and not loopback, as socket
+/// addresses with port 0: the routable ones (IPv4 first, IPv4 link-local
+/// never) or, with `link_local`, only the IPv6 link-local ones, each with
+/// its interface as scope id.
+fn local_endpoints(link_local: bool) -> io::Result<Vec<SocketAddr>> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -559,16 +558,31 @@ pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
             // SAFETY: AF_INET addresses are sockaddr_in.
             let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            if !ip.is_link_local() && !v4.contains(&IpAddr::V4(ip)) {
-                v4.push(IpAddr::V4(ip));
+            let addr = SocketAddr::new(IpAddr::V4(ip), 0);
+            if !link_local && !ip.is_link_local() && !v4.contains(&addr) {
+                v4.push(addr);
             }
         } else if family == libc::AF_INET6 {
             // SAFETY: AF_INET6 addresses are sockaddr_in6.
             let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let link_local = (ip.segments()[0] & 0xffc0) == 0xfe80;
-            if !link_local && !v6.contains(&IpAddr::V6(ip)) {
-                v6.push(IpAddr::V6(ip));
+            let ll = is_link_local_v6(&ip);
+            let scope = if ll {
+                // Linux fills sin6_scope_id for link-local addresses; the
+                // interface index is the same thing where it does not.
+                match sin6.sin6_scope_id {
+                    // SAFETY: ifa_name is a NUL-terminated string owned by
+                    // the list.
+                    0 => unsafe { libc::if_nametoindex(ifa.ifa_name) },
+                    s => s,
+                }
+            } else {
+                0
+            };
+            let addr = SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, scope));
+            // A link-local address whose interface is unknown is unusable.
+            if link_local == ll && (scope != 0 || !ll) && !v6.contains(&addr) {
+                v6.push(addr);
             }
         }
     }
@@ -578,8 +592,9 @@ pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
     Ok(v4)
 }
 
-/// Datagram size for a path from `local` to `remote`.
-fn path_datagram_size(local: IpAddr, remote: SocketAddr) -> usize {
+/// Datagram size for a path from `local` (port 0; with its scope) to
+/// `remote`.
+fn path_datagram_size(local: SocketAddr, remote: SocketAddr) -> usize {
     if remote.ip().is_loopback() {
         return MAX_UDP_PAYLOAD;
     }
@@ -594,9 +609,9 @@ fn path_datagram_size(local: IpAddr, remote: SocketAddr) -> usize {
 
 /// IP_MTU of the route to `remote` (Linux), from a throwaway connected socket.
 #[cfg(target_os = "linux")]
-fn route_mtu(local: IpAddr, remote: SocketAddr) -> Option<usize> {
+fn route_mtu(local: SocketAddr, remote: SocketAddr) -> Option<usize> {
     use std::os::fd::AsRawFd;
-    let s = std::net::UdpSocket::bind(SocketAddr::new(local, 0)).ok()?;
+    let s = std::net::UdpSocket::bind(local).ok()?;
     s.connect(remote).ok()?;
     let (level, opt) = if remote.is_ipv4() {
         (libc::IPPROTO_IP, libc::IP_MTU)
@@ -619,6 +634,6 @@ fn route_mtu(local: IpAddr, remote: SocketAddr) -> Option<usize> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn route_mtu(_local: IpAddr, _remote: SocketAddr) -> Option<usize> {
+fn route_mtu(_local: SocketAddr, _remote: SocketAddr) -> Option<usize> {
     None
 }

@@ -11,6 +11,15 @@
 //! anything else). What is read: the same plus XOR-MAPPED-ADDRESS; every other
 //! attribute is skipped (coturn adds SOFTWARE, SOURCE-ADDRESS, …). Both the
 //! unpadded RFC 3489 layout and the padded RFC 5389 layout are accepted.
+//!
+//! The second half of the file is the RFC 5389/8489 codec the TURN client
+//! (RFC 8656, `crate::turn`) needs: magic cookie, 12-byte transaction ids,
+//! MESSAGE-INTEGRITY with the long-term key, FINGERPRINT, the XOR address
+//! attributes and TURN's ChannelData framing. It lives beside the classic
+//! codec so that one file owns STUN's wire layout (addresses, attribute
+//! walking) and because the Google dialect's bytes above must not change;
+//! only the hashes come from crates (RustCrypto `hmac`, `sha1`, `md-5`,
+//! `crc32fast`). It is checked against the RFC 5769 test vectors.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -306,6 +315,612 @@ fn parse_address(value: &[u8], xor: Option<&[u8; 16]>) -> Option<SocketAddr> {
             Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))
         }
         _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RFC 5389 / RFC 8489 messages (magic cookie, 12-byte transaction id), used
+// by the TURN client (RFC 8656) only. The Google dialect above never sees
+// them: its checks keep the RFC 3489 header and `Message`'s exact bytes.
+// ---------------------------------------------------------------------------
+
+/// The RFC 5389 magic cookie, bytes 4..8 of every RFC 5389 header.
+pub const MAGIC_COOKIE: u32 = 0x2112_a442;
+/// Value XORed into the CRC-32 of a FINGERPRINT attribute ("STUN").
+pub const FINGERPRINT_XOR: u32 = 0x5354_554e;
+
+/// Attribute type MESSAGE-INTEGRITY (HMAC-SHA1, 20 bytes).
+pub const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
+/// Attribute type CHANNEL-NUMBER (RFC 8656).
+pub const ATTR_CHANNEL_NUMBER: u16 = 0x000c;
+/// Attribute type LIFETIME (RFC 8656), seconds.
+pub const ATTR_LIFETIME: u16 = 0x000d;
+/// Attribute type XOR-PEER-ADDRESS (RFC 8656).
+pub const ATTR_XOR_PEER_ADDRESS: u16 = 0x0012;
+/// Attribute type DATA (RFC 8656).
+pub const ATTR_DATA: u16 = 0x0013;
+/// Attribute type REALM.
+pub const ATTR_REALM: u16 = 0x0014;
+/// Attribute type NONCE.
+pub const ATTR_NONCE: u16 = 0x0015;
+/// Attribute type XOR-RELAYED-ADDRESS (RFC 8656).
+pub const ATTR_XOR_RELAYED_ADDRESS: u16 = 0x0016;
+/// Attribute type REQUESTED-TRANSPORT (RFC 8656).
+pub const ATTR_REQUESTED_TRANSPORT: u16 = 0x0019;
+/// Attribute type SOFTWARE.
+pub const ATTR_SOFTWARE: u16 = 0x8022;
+/// Attribute type FINGERPRINT.
+pub const ATTR_FINGERPRINT: u16 = 0x8028;
+
+/// Longest REALM or NONCE value we keep (RFC 8489 §14.9/§14.10: fewer than
+/// 128 characters, at most 763 bytes).
+pub const MAX_REALM_NONCE_LEN: usize = 763;
+/// Most attributes kept from one message; a server sends fewer than ten.
+pub const MAX_ATTRIBUTES: usize = 32;
+
+/// STUN/TURN methods gshare's TURN client uses (RFC 8489 §18.2, RFC 8656 §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Binding (0x001).
+    Binding,
+    /// Allocate (0x003).
+    Allocate,
+    /// Refresh (0x004).
+    Refresh,
+    /// Send (0x006), indications only.
+    Send,
+    /// Data (0x007), indications only.
+    Data,
+    /// CreatePermission (0x008).
+    CreatePermission,
+    /// ChannelBind (0x009).
+    ChannelBind,
+}
+
+impl Method {
+    /// The 12-bit method number.
+    pub fn code(self) -> u16 {
+        match self {
+            Method::Binding => 0x001,
+            Method::Allocate => 0x003,
+            Method::Refresh => 0x004,
+            Method::Send => 0x006,
+            Method::Data => 0x007,
+            Method::CreatePermission => 0x008,
+            Method::ChannelBind => 0x009,
+        }
+    }
+
+    fn from_code(code: u16) -> Option<Method> {
+        Some(match code {
+            0x001 => Method::Binding,
+            0x003 => Method::Allocate,
+            0x004 => Method::Refresh,
+            0x006 => Method::Send,
+            0x007 => Method::Data,
+            0x008 => Method::CreatePermission,
+            0x009 => Method::ChannelBind,
+            _ => return None,
+        })
+    }
+}
+
+/// The class bits of an RFC 5389 message type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A request (answered by success or error).
+    Request,
+    /// An indication (never answered).
+    Indication,
+    /// A success response.
+    Success,
+    /// An error response.
+    Error,
+}
+
+impl Class {
+    fn bits(self) -> u16 {
+        match self {
+            Class::Request => 0,
+            Class::Indication => 1,
+            Class::Success => 2,
+            Class::Error => 3,
+        }
+    }
+}
+
+/// The 14-bit message type: method bits interleaved with the class bits
+/// C1 (bit 8) and C0 (bit 4), RFC 8489 §5.
+pub fn message_type(method: Method, class: Class) -> u16 {
+    let m = method.code();
+    let c = class.bits();
+    (m & 0x000f) | ((m & 0x0070) << 1) | ((m & 0x0f80) << 2) | ((c & 1) << 4) | ((c & 2) << 7)
+}
+
+fn split_message_type(t: u16) -> (u16, Class) {
+    let m = (t & 0x000f) | ((t & 0x00e0) >> 1) | ((t & 0x3e00) >> 2);
+    let class = match ((t >> 4) & 1) | ((t >> 7) & 2) {
+        0 => Class::Request,
+        1 => Class::Indication,
+        2 => Class::Success,
+        _ => Class::Error,
+    };
+    (m, class)
+}
+
+/// The long-term credential key, MD5(username ":" realm ":" password)
+/// (RFC 8489 §9.2.2; no SASLprep: gshare's usernames and the TURN REST
+/// scheme's are ASCII).
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+fn hmac_sha1(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts keys of any length; the error arm cannot happen.
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(key) else {
+        return [0; 20];
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Writes one RFC 5389 message: header, attributes (each padded to 4
+/// bytes), then optionally MESSAGE-INTEGRITY and FINGERPRINT, in that order.
+#[derive(Debug, Clone)]
+pub struct StunBuilder {
+    buf: Vec<u8>,
+}
+
+impl StunBuilder {
+    /// A message of this method and class with this transaction id.
+    pub fn new(method: Method, class: Class, transaction_id: [u8; 12]) -> Self {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&message_type(method, class).to_be_bytes());
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        buf.extend_from_slice(&transaction_id);
+        StunBuilder { buf }
+    }
+
+    fn set_len(&mut self) {
+        let len = u16::try_from(self.buf.len() - HEADER_LEN).unwrap_or(u16::MAX);
+        self.buf[2..4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Appends an attribute with its padding (at most 65535 bytes kept).
+    pub fn attribute(&mut self, kind: u16, value: &[u8]) -> &mut Self {
+        put_attribute(&mut self.buf, kind, value);
+        while !self.buf.len().is_multiple_of(4) {
+            self.buf.push(0);
+        }
+        self.set_len();
+        self
+    }
+
+    /// Appends an XOR-encoded address attribute (XOR-MAPPED-, XOR-PEER-,
+    /// XOR-RELAYED-ADDRESS).
+    pub fn xor_address(&mut self, kind: u16, addr: SocketAddr) -> &mut Self {
+        let mut mask = [0u8; 16];
+        mask.copy_from_slice(&self.buf[4..HEADER_LEN]);
+        let mut v = vec![0];
+        let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                v.push(1);
+                v.extend_from_slice(&port.to_be_bytes());
+                v.extend(ip.octets().iter().zip(mask).map(|(a, m)| a ^ m));
+            }
+            IpAddr::V6(ip) => {
+                v.push(2);
+                v.extend_from_slice(&port.to_be_bytes());
+                v.extend(ip.octets().iter().zip(mask).map(|(a, m)| a ^ m));
+            }
+        }
+        self.attribute(kind, &v)
+    }
+
+    /// Appends ERROR-CODE.
+    pub fn error_code(&mut self, code: u16, reason: &str) -> &mut Self {
+        let mut v = vec![0, 0, (code / 100) as u8, (code % 100) as u8];
+        v.extend_from_slice(reason.as_bytes());
+        self.attribute(ATTR_ERROR_CODE, &v)
+    }
+
+    /// Appends MESSAGE-INTEGRITY keyed with `key` (RFC 8489 §14.5: the
+    /// HMAC covers everything before it, the length already counting it).
+    pub fn integrity(&mut self, key: &[u8]) -> &mut Self {
+        let len = u16::try_from(self.buf.len() + 24 - HEADER_LEN).unwrap_or(u16::MAX);
+        self.buf[2..4].copy_from_slice(&len.to_be_bytes());
+        let mac = hmac_sha1(key, &[&self.buf]);
+        self.attribute(ATTR_MESSAGE_INTEGRITY, &mac)
+    }
+
+    /// Appends FINGERPRINT (CRC-32 of everything before it, XOR "STUN").
+    pub fn fingerprint(&mut self) -> &mut Self {
+        let len = u16::try_from(self.buf.len() + 8 - HEADER_LEN).unwrap_or(u16::MAX);
+        self.buf[2..4].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32fast::hash(&self.buf) ^ FINGERPRINT_XOR;
+        self.attribute(ATTR_FINGERPRINT, &crc.to_be_bytes())
+    }
+
+    /// The encoded message.
+    pub fn finish(&self) -> Vec<u8> {
+        self.buf.clone()
+    }
+}
+
+/// Why a datagram is not an RFC 5389 message we accept.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum Rfc5389Error {
+    /// Shorter than a header, no magic cookie, or the top bits are not 00.
+    #[error("not an RFC 5389 STUN message")]
+    NotStun,
+    /// A method gshare does not speak.
+    #[error("unknown STUN method {0:#05x}")]
+    UnknownMethod(u16),
+    /// The header's length does not match the datagram or is not a
+    /// multiple of 4.
+    #[error("STUN length does not match the datagram")]
+    BadLength,
+    /// An attribute runs past the end, or too many attributes.
+    #[error("malformed STUN attribute {0:#06x}")]
+    BadAttribute(u16),
+    /// FINGERPRINT present and wrong.
+    #[error("STUN FINGERPRINT does not match")]
+    BadFingerprint,
+}
+
+/// A parsed RFC 5389 message; attribute values are looked up on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StunMessage {
+    /// The method.
+    pub method: Method,
+    /// Request, indication, success or error.
+    pub class: Class,
+    /// The 12-byte transaction id.
+    pub transaction_id: [u8; 12],
+    raw: Vec<u8>,
+    /// (type, value offset, value length, offset of the attribute header),
+    /// at most [`MAX_ATTRIBUTES`].
+    attributes: Vec<(u16, usize, usize, usize)>,
+}
+
+impl StunMessage {
+    /// Cheap header test: top two bits zero, magic cookie, length a
+    /// multiple of 4 that fills the datagram. Google-dialect checks carry
+    /// random bytes where the cookie would be and are told apart by it.
+    pub fn looks_like(data: &[u8]) -> bool {
+        data.len() >= HEADER_LEN
+            && data[0] & 0xc0 == 0
+            && data[4..8] == MAGIC_COOKIE.to_be_bytes()
+            && usize::from(u16::from_be_bytes([data[2], data[3]])) == data.len() - HEADER_LEN
+    }
+
+    /// Parses one datagram; checks FINGERPRINT when present. Unknown
+    /// attributes are kept and ignored (gshare never sends
+    /// comprehension-required attributes a server could expect us to read).
+    pub fn parse(data: &[u8]) -> Result<StunMessage, Rfc5389Error> {
+        if !Self::looks_like(data) {
+            if data.len() >= HEADER_LEN
+                && data[0] & 0xc0 == 0
+                && data[4..8] == MAGIC_COOKIE.to_be_bytes()
+            {
+                return Err(Rfc5389Error::BadLength);
+            }
+            return Err(Rfc5389Error::NotStun);
+        }
+        if !(data.len() - HEADER_LEN).is_multiple_of(4) {
+            return Err(Rfc5389Error::BadLength);
+        }
+        let (m, class) = split_message_type(u16::from_be_bytes([data[0], data[1]]));
+        let method = Method::from_code(m).ok_or(Rfc5389Error::UnknownMethod(m))?;
+        let mut transaction_id = [0u8; 12];
+        transaction_id.copy_from_slice(&data[8..HEADER_LEN]);
+        let mut attributes = Vec::new();
+        let mut at = HEADER_LEN;
+        while at < data.len() {
+            let head = data.get(at..at + 4).ok_or(Rfc5389Error::BadAttribute(0))?;
+            let kind = u16::from_be_bytes([head[0], head[1]]);
+            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            if at + 4 + len > data.len() || attributes.len() >= MAX_ATTRIBUTES {
+                return Err(Rfc5389Error::BadAttribute(kind));
+            }
+            if kind == ATTR_FINGERPRINT {
+                let value = &data[at + 4..at + 4 + len];
+                if len != 4 || at + 8 != data.len() {
+                    return Err(Rfc5389Error::BadAttribute(kind));
+                }
+                let crc = crc32fast::hash(&data[..at]) ^ FINGERPRINT_XOR;
+                if value != crc.to_be_bytes() {
+                    return Err(Rfc5389Error::BadFingerprint);
+                }
+            }
+            attributes.push((kind, at + 4, len, at));
+            at += (4 + len + 3) & !3;
+        }
+        Ok(StunMessage {
+            method,
+            class,
+            transaction_id,
+            raw: data.to_vec(),
+            attributes,
+        })
+    }
+
+    /// The value of the first attribute of this type, if any. Attributes
+    /// after MESSAGE-INTEGRITY (other than FINGERPRINT) are ignored, as
+    /// RFC 8489 §14.5 requires.
+    pub fn get(&self, kind: u16) -> Option<&[u8]> {
+        for &(k, off, len, _) in &self.attributes {
+            if k == kind {
+                return Some(&self.raw[off..off + len]);
+            }
+            if k == ATTR_MESSAGE_INTEGRITY {
+                break;
+            }
+        }
+        None
+    }
+
+    /// A UTF-8 attribute (USERNAME, REALM, NONCE, SOFTWARE), lossy.
+    pub fn text(&self, kind: u16) -> Option<String> {
+        let v = self.get(kind)?;
+        (v.len() <= MAX_REALM_NONCE_LEN).then(|| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// A decoded XOR-*-ADDRESS attribute.
+    pub fn xor_address(&self, kind: u16) -> Option<SocketAddr> {
+        let mut mask = [0u8; 16];
+        mask.copy_from_slice(&self.raw[4..HEADER_LEN]);
+        parse_address(self.get(kind)?, Some(&mask))
+    }
+
+    /// ERROR-CODE.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        let v = self.get(ATTR_ERROR_CODE)?;
+        if v.len() < 4 {
+            return None;
+        }
+        let code = u16::from(v[2] & 0x7) * 100 + u16::from(v[3]);
+        // coturn counts a trailing NUL into the reason.
+        let reason = String::from_utf8_lossy(&v[4..])
+            .trim_end_matches(['\0', ' '])
+            .to_owned();
+        Some(ErrorCode { code, reason })
+    }
+
+    /// LIFETIME in seconds.
+    pub fn lifetime(&self) -> Option<u32> {
+        let v = self.get(ATTR_LIFETIME)?;
+        Some(u32::from_be_bytes(v.try_into().ok()?))
+    }
+
+    /// Whether MESSAGE-INTEGRITY is present and matches `key`.
+    pub fn verify_integrity(&self, key: &[u8]) -> bool {
+        let Some(&(_, off, len, head)) = self
+            .attributes
+            .iter()
+            .find(|a| a.0 == ATTR_MESSAGE_INTEGRITY)
+        else {
+            return false;
+        };
+        if len != 20 {
+            return false;
+        }
+        // The HMAC covers the header (length counting up to the end of
+        // MESSAGE-INTEGRITY) and the attributes before it.
+        let adjusted = u16::try_from(head + 24 - HEADER_LEN).unwrap_or(u16::MAX);
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.raw[..HEADER_LEN]);
+        header[2..4].copy_from_slice(&adjusted.to_be_bytes());
+        let mac = hmac_sha1(key, &[&header, &self.raw[HEADER_LEN..head]]);
+        // Constant-time comparison is not needed for a response check (the
+        // attacker would have to answer inside the transaction anyway), but
+        // it is cheap.
+        mac.iter()
+            .zip(&self.raw[off..off + 20])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// TURN ChannelData framing (RFC 8656 §12.4): channel number (0x4000 to
+/// 0x4FFF), length, data. Over UDP the padding to 4 bytes is optional;
+/// gshare sends none and accepts both.
+pub mod channel_data {
+    /// Lowest channel number (RFC 8656 §12).
+    pub const FIRST_CHANNEL: u16 = 0x4000;
+    /// Highest channel number (RFC 8656 §12).
+    pub const LAST_CHANNEL: u16 = 0x4fff;
+
+    /// Whether the first byte says ChannelData (top bits 01).
+    pub fn looks_like(data: &[u8]) -> bool {
+        data.first().is_some_and(|b| b & 0xc0 == 0x40)
+    }
+
+    /// Frames `payload` for `channel` (at most 65535 bytes are framed).
+    pub fn encode(channel: u16, payload: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(payload.len()).unwrap_or(u16::MAX);
+        let mut out = Vec::with_capacity(4 + payload.len());
+        out.extend_from_slice(&channel.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&payload[..usize::from(len)]);
+        out
+    }
+
+    /// Splits a ChannelData message into channel and payload.
+    pub fn decode(data: &[u8]) -> Option<(u16, &[u8])> {
+        let channel = u16::from_be_bytes([*data.first()?, *data.get(1)?]);
+        if !(FIRST_CHANNEL..=LAST_CHANNEL).contains(&channel) {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([*data.get(2)?, *data.get(3)?]));
+        // Padding after the payload (TCP style) is allowed, a shortfall is not.
+        let payload = data.get(4..4 + len)?;
+        (data.len() - 4 - len < 4).then_some((channel, payload))
+    }
+}
+
+#[cfg(test)]
+mod rfc5389_tests {
+    use super::*;
+
+    #[test]
+    fn rfc5769_sample_request_integrity_and_fingerprint_verify() {
+        // RFC 5769 §2.1 test vector (short-term credential "VOkJxbRl1RmTxUk/WvJxBt").
+        let hex = "000100582112a442b7e7a701bc34d686fa87dfae\
+                   802200105354554e207465737420636c69656e74\
+                   002400046e0001ff80290008932ff9b151263b36\
+                   000600096576746a3a68367659202020\
+                   000800149aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2\
+                   80280004e57a3bcf";
+        let hex: String = hex.split_whitespace().collect();
+        let bytes = hex::decode(hex).unwrap();
+        let msg = StunMessage::parse(&bytes).unwrap();
+        assert_eq!(msg.method, Method::Binding);
+        assert_eq!(msg.class, Class::Request);
+        assert_eq!(msg.text(ATTR_USERNAME).unwrap(), "evtj:h6vY");
+        assert!(msg.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt"));
+        assert!(!msg.verify_integrity(b"wrong"));
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert_eq!(StunMessage::parse(&bad), Err(Rfc5389Error::BadFingerprint));
+    }
+
+    #[test]
+    fn rfc5769_sample_ipv4_response_decodes_xor_mapped_address() {
+        let hex = "0101003c2112a442b7e7a701bc34d686fa87dfae\
+                   8022000b7465737420766563746f7220\
+                   002000080001a147e112a643\
+                   000800142b91f599fd9e90c38c7489f92af9ba53f06be7d7\
+                   80280004c07d4c96";
+        let bytes = hex::decode(hex.split_whitespace().collect::<String>()).unwrap();
+        let msg = StunMessage::parse(&bytes).unwrap();
+        assert_eq!(msg.class, Class::Success);
+        assert_eq!(
+            msg.xor_address(ATTR_XOR_MAPPED_ADDRESS),
+            Some("192.0.2.1:32853".parse().unwrap())
+        );
+        assert!(msg.verify_integrity(b"VOkJxbRl1RmTxUk/WvJxBt"));
+    }
+
+    #[test]
+    fn rfc5769_long_term_sample_verifies() {
+        // RFC 5769 §2.4: the password "The\u{ad}M\u{aa}tr\u{2168}" is
+        // "TheMatrIX" after SASLprep.
+        let hex = "000100602112a44278ad3433c6ad72c029da412e\
+                   00060012e3839ee38388e383aae38383e382afe382b90000\
+                   0015001c662f2f3439396b39353464364f4c33346f4c394653547679363473 41\
+                   0014000b6578616d706c652e6f726700\
+                   00080014f67024656dd64a3e02b8e0712e85c9a28ca89666";
+        let bytes = hex::decode(hex.split_whitespace().collect::<String>()).unwrap();
+        let msg = StunMessage::parse(&bytes).unwrap();
+        assert_eq!(msg.text(ATTR_REALM).unwrap(), "example.org");
+        let key = long_term_key("マトリックス", "example.org", "TheMatrIX");
+        assert!(msg.verify_integrity(&key));
+        assert!(!msg.verify_integrity(&long_term_key("マトリックス", "example.org", "x")));
+    }
+
+    #[test]
+    fn builder_round_trips_turn_attributes() {
+        let tid = *b"abcdefghijkl";
+        let key = long_term_key("user", "realm", "pass");
+        let peer: SocketAddr = "[2001:db8::7]:4000".parse().unwrap();
+        let bytes = StunBuilder::new(Method::ChannelBind, Class::Request, tid)
+            .attribute(ATTR_CHANNEL_NUMBER, &[0x40, 0x01, 0, 0])
+            .xor_address(ATTR_XOR_PEER_ADDRESS, peer)
+            .attribute(ATTR_USERNAME, b"user")
+            .attribute(ATTR_REALM, b"realm")
+            .attribute(ATTR_NONCE, b"nonce-1")
+            .integrity(&key)
+            .fingerprint()
+            .finish();
+        assert_eq!(u16::from_be_bytes([bytes[0], bytes[1]]), 0x0009);
+        assert!(StunMessage::looks_like(&bytes));
+        assert!(!Message::looks_like_stun(&bytes));
+        let msg = StunMessage::parse(&bytes).unwrap();
+        assert_eq!(msg.method, Method::ChannelBind);
+        assert_eq!(msg.transaction_id, tid);
+        assert_eq!(msg.xor_address(ATTR_XOR_PEER_ADDRESS), Some(peer));
+        assert_eq!(msg.text(ATTR_NONCE).unwrap(), "nonce-1");
+        assert!(msg.verify_integrity(&key));
+        assert!(!msg.verify_integrity(&long_term_key("user", "realm", "other")));
+
+        let err = StunBuilder::new(Method::Allocate, Class::Error, tid)
+            .error_code(438, "Stale Nonce")
+            .attribute(ATTR_LIFETIME, &600u32.to_be_bytes())
+            .finish();
+        assert_eq!(u16::from_be_bytes([err[0], err[1]]), 0x0113);
+        let msg = StunMessage::parse(&err).unwrap();
+        assert_eq!(msg.class, Class::Error);
+        assert_eq!(msg.error_code().unwrap().code, 438);
+        assert_eq!(msg.lifetime(), Some(600));
+        // Type bits of the indications TURN uses.
+        assert_eq!(message_type(Method::Send, Class::Indication), 0x0016);
+        assert_eq!(message_type(Method::Data, Class::Indication), 0x0017);
+        assert_eq!(message_type(Method::Refresh, Class::Success), 0x0104);
+    }
+
+    #[test]
+    fn channel_data_frames() {
+        let framed = channel_data::encode(0x4001, b"hello");
+        assert_eq!(framed, [0x40, 0x01, 0, 5, b'h', b'e', b'l', b'l', b'o']);
+        assert!(channel_data::looks_like(&framed));
+        assert_eq!(channel_data::decode(&framed), Some((0x4001, &b"hello"[..])));
+        let mut padded = framed.clone();
+        padded.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(channel_data::decode(&padded), Some((0x4001, &b"hello"[..])));
+        assert_eq!(channel_data::decode(&framed[..7]), None);
+        assert_eq!(channel_data::decode(&[0x50, 0, 0, 0]), None);
+        // Google checks and PseudoTCP segments never look like ChannelData
+        // (the first byte of both is below 0x40: STUN type or conversation 0).
+        assert!(!channel_data::looks_like(&[0, 1, 0, 0]));
+    }
+
+    #[test]
+    fn garbage_is_rejected_and_never_panics() {
+        assert_eq!(StunMessage::parse(&[]), Err(Rfc5389Error::NotStun));
+        let mut classic = Message::new(MessageType::BindingRequest, [7; 16]);
+        classic.username = Some(b"x".repeat(32));
+        assert_eq!(
+            StunMessage::parse(&classic.encode()),
+            Err(Rfc5389Error::NotStun)
+        );
+        let mut bad = StunBuilder::new(Method::Allocate, Class::Success, [1; 12])
+            .attribute(ATTR_LIFETIME, &[0, 0, 2, 88])
+            .finish();
+        bad[23] = 200; // attribute length past the end
+        assert!(StunMessage::parse(&bad).is_err());
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..20_000 {
+            let len = rng.random_range(20..120usize) & !3;
+            let mut v: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            v[0] &= 0x01;
+            v[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+            let l = (len - HEADER_LEN) as u16;
+            v[2..4].copy_from_slice(&l.to_be_bytes());
+            if let Ok(m) = StunMessage::parse(&v) {
+                let _ = (
+                    m.error_code(),
+                    m.lifetime(),
+                    m.xor_address(ATTR_XOR_RELAYED_ADDRESS),
+                );
+                let _ = m.verify_integrity(b"k");
+            }
+            let _ = channel_data::decode(&v);
+        }
     }
 }
 

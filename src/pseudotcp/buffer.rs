@@ -6,6 +6,17 @@
 //! actually held requires, up to its capacity, so a connection that moves a
 //! few kilobytes never pays for a multi-megabyte window.
 
+use super::range_set::RangeSet;
+
+/// Most out-of-order ranges the receive side holds. The peer decides which
+/// segments arrive, so without a bound it could make us track one range
+/// per two bytes of window. A 1-BDP window on a lossy path has a few dozen
+/// holes (10 % loss over ~430 segments: ~45); 1024 leaves ample room. A
+/// segment that would open range 1025 is dropped unstored (the peer
+/// retransmits it as if lost); segments that extend or join ranges, and the
+/// in-order segment at `nxt`, are always taken.
+pub(crate) const MAX_OOO_RANGES: usize = 1024;
+
 /// Smallest allocation once a ring holds anything.
 const MIN_ALLOC: usize = 16 * 1024;
 
@@ -141,13 +152,13 @@ impl SendBuffer {
 
 /// Receive side: bytes readable by the application are `[read, nxt)`;
 /// out-of-order data beyond `nxt` sits in the ring at its own offset and is
-/// remembered in `ooo` (sorted, disjoint, non-adjacent ranges).
+/// remembered in `ooo` (at most [`MAX_OOO_RANGES`] ranges, see there).
 #[derive(Debug)]
 pub(crate) struct RecvBuffer {
     ring: Ring,
     read: u64,
     nxt: u64,
-    ooo: Vec<(u64, u64)>,
+    ooo: RangeSet,
 }
 
 impl RecvBuffer {
@@ -156,7 +167,7 @@ impl RecvBuffer {
             ring: Ring::new(capacity),
             read: 0,
             nxt: 0,
-            ooo: Vec::new(),
+            ooo: RangeSet::new(MAX_OOO_RANGES),
         }
     }
 
@@ -192,8 +203,8 @@ impl RecvBuffer {
         self.read = self.nxt;
     }
 
-    /// Out-of-order ranges held (sorted by offset).
-    pub(crate) fn ooo_ranges(&self) -> &[(u64, u64)] {
+    /// Out-of-order ranges held.
+    pub(crate) fn ooo_ranges(&self) -> &RangeSet {
         &self.ooo
     }
 
@@ -215,42 +226,31 @@ impl RecvBuffer {
         if start >= end {
             return 0;
         }
+        // Bytes the ring holds now: up to the end of the last range.
+        let live_end = self
+            .ooo
+            .iter()
+            .next_back()
+            .map_or(self.nxt, |r| r.1)
+            .max(self.nxt);
+        if start != self.nxt && !self.ooo.insert(start, end) {
+            // Would open one range too many: drop it unstored.
+            return 0;
+        }
         let slice = &data[(start - seq) as usize..(end - seq) as usize];
-        let live_end = self.ooo.last().map_or(self.nxt, |r| r.1).max(self.nxt);
         self.ring.reserve(self.read, live_end, end.max(live_end));
         self.ring.write(start, slice);
         if start == self.nxt {
             let before = self.nxt;
             self.nxt = end;
             // Pull in out-of-order ranges that are now contiguous.
-            let mut drop = 0;
-            for &(s, e) in &self.ooo {
-                if s > self.nxt {
-                    break;
-                }
+            while let Some((_, e)) = self.ooo.pop_first_if_reaches(self.nxt) {
                 self.nxt = self.nxt.max(e);
-                drop += 1;
             }
-            self.ooo.drain(..drop);
             self.nxt - before
         } else {
-            self.add_range(start, end);
             0
         }
-    }
-
-    fn add_range(&mut self, start: u64, end: u64) {
-        // First range whose end reaches start (could merge).
-        let i = self.ooo.partition_point(|r| r.1 < start);
-        let mut s = start;
-        let mut e = end;
-        let mut j = i;
-        while j < self.ooo.len() && self.ooo[j].0 <= e {
-            s = s.min(self.ooo[j].0);
-            e = e.max(self.ooo[j].1);
-            j += 1;
-        }
-        self.ooo.splice(i..j, [(s, e)]);
     }
 
     /// Hands up to `max` readable bytes to `f` (at most two slices, in
@@ -361,9 +361,12 @@ mod tests {
         r.insert(7000, &data[7000..8000]);
         r.insert(5500, &data[5500..7500]);
         r.insert(9000, &data[9000..9500]);
-        assert_eq!(r.ooo, vec![(5000, 8000), (9000, 9500)]);
+        assert_eq!(
+            r.ooo.iter().collect::<Vec<_>>(),
+            vec![(5000, 8000), (9000, 9500)]
+        );
         r.insert(8000, &data[8000..9000]);
-        assert_eq!(r.ooo, vec![(5000, 9500)]);
+        assert_eq!(r.ooo.iter().collect::<Vec<_>>(), vec![(5000, 9500)]);
         assert_eq!(r.insert(0, &data[0..5000]), 9500);
         let mut out = vec![0u8; 9500];
         r.read(&mut out);

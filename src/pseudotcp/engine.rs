@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use super::buffer::{RecvBuffer, SendBuffer};
+use super::range_set::RangeSet;
 use super::segment::{
     ConnectOptions, FEATURE_SACK, FLAG_CTL, FLAG_RST, FLAG_SACK, GSHARE_OPT_VERSION, GshareOption,
     HEADER_SIZE, Header, MAX_SACK_BLOCKS, connect_payload, decode_sack, encode_sack,
@@ -37,6 +38,12 @@ const ZERO_WINDOW_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(4);
 /// Clock granularity of the timestamps (ms), the `G` of RFC 6298.
 const CLOCK_GRANULARITY_US: u64 = 1000;
+/// Most ranges the SACK scoreboard holds. The peer chooses its SACK blocks,
+/// so this bounds what it can make us store; a block that would open one
+/// range more is ignored (less information for recovery, never wrong; the
+/// retransmission timer stays the backstop). As for the receive side's
+/// `MAX_OOO_RANGES`, real loss patterns stay far below it.
+const MAX_SACK_RANGES: usize = 1024;
 /// HyStart++ (RFC 9406) constants: RTT samples needed per round, delay
 /// threshold bounds, conservative-slow-start growth divisor and length.
 const HS_MIN_SAMPLES: u32 = 8;
@@ -257,8 +264,9 @@ pub struct PseudoTcp {
     in_recovery: bool,
     /// Both ends understand gshare SACK.
     sack_ok: bool,
-    /// Ranges the peer selectively acknowledged (sorted, above `snd_una`).
-    sacked: Vec<(u64, u64)>,
+    /// Ranges the peer selectively acknowledged (above `snd_una`; at most
+    /// `MAX_SACK_RANGES`).
+    sacked: RangeSet,
     /// Retransmissions during SACK recovery have covered up to here.
     high_rxt: u64,
     /// `snd_max` when fast recovery began (RFC 6582 `recover`).
@@ -360,7 +368,7 @@ impl PseudoTcp {
             dup_acks: 0,
             in_recovery: false,
             sack_ok: false,
-            sacked: Vec::new(),
+            sacked: RangeSet::new(MAX_SACK_RANGES),
             high_rxt: 0,
             recover: 0,
             rto_recover: 0,
@@ -859,7 +867,7 @@ impl PseudoTcp {
             let s = unwrap32(self.snd_una, s).max(self.snd_una);
             let e = unwrap32(self.snd_una, e).min(self.snd_max);
             if s < e {
-                add_range(&mut self.sacked, s, e);
+                self.sacked.insert(s, e);
             }
         }
     }
@@ -886,7 +894,7 @@ impl PseudoTcp {
             if self.snd_nxt < ack {
                 self.snd_nxt = ack;
             }
-            trim_ranges(&mut self.sacked, ack);
+            self.sacked.remove_below(ack);
             self.head_xmits = u32::from(self.snd_una < self.snd_max);
             self.rto_deadline = (self.snd_una < self.snd_max).then(|| now + self.rto);
             if self.state == State::Established {
@@ -1079,7 +1087,7 @@ impl PseudoTcp {
         let mss = self.mss as u64;
         let mut above = 0u64;
         let mut lost_end = self.snd_una;
-        for (n, &(s, e)) in self.sacked.iter().rev().enumerate() {
+        for (n, (s, e)) in self.sacked.iter().rev().enumerate() {
             above += e - s;
             if above >= 3 * mss || n + 1 >= 3 {
                 lost_end = s;
@@ -1094,32 +1102,39 @@ impl PseudoTcp {
     }
 
     /// SACK recovery: (pipe, next lost range to retransmit).
+    ///
+    /// Cost: O(log n) plus one step per SACKed range between the
+    /// retransmission point and the end of the lost region (the holes still
+    /// to repair), never a walk over the whole scoreboard.
     fn sack_pipe(&self) -> (u64, Option<(u64, u64)>) {
         let lost_end = self.sack_lost_end();
         let from = self.high_rxt.max(self.snd_una);
-        let mut sacked_total = 0;
         let mut lost_pending = 0;
         let mut next = None;
-        let mut hole_start = self.snd_una;
-        for &(s, e) in self
-            .sacked
-            .iter()
-            .chain(std::iter::once(&(self.snd_max, self.snd_max)))
-        {
-            sacked_total += e - s;
-            // hole [hole_start, s), its lost and not yet resent part:
-            let a = hole_start.max(from);
-            let b = s.min(lost_end);
-            if a < b {
-                lost_pending += b - a;
-                if next.is_none() {
-                    next = Some((a, b));
+        if from < lost_end {
+            let mut hole_start = from;
+            for (s, e) in self
+                .sacked
+                .iter_from(from)
+                .chain(std::iter::once((self.snd_max, self.snd_max)))
+            {
+                // hole [hole_start, s), its lost and not yet resent part:
+                let a = hole_start.max(from);
+                let b = s.min(lost_end);
+                if a < b {
+                    lost_pending += b - a;
+                    if next.is_none() {
+                        next = Some((a, b));
+                    }
                 }
+                if s >= lost_end {
+                    break;
+                }
+                hole_start = e;
             }
-            hole_start = e;
         }
         let outstanding = self.snd_max - self.snd_una;
-        let pipe = outstanding.saturating_sub(sacked_total + lost_pending);
+        let pipe = outstanding.saturating_sub(self.sacked.bytes() + lost_pending);
         (pipe, next)
     }
 
@@ -1348,7 +1363,7 @@ impl PseudoTcp {
         let mut len = (self.sbuf.end() - seq).min(mss);
         // After a timeout (go-back-N) skip what the peer already SACKed.
         if seq < self.snd_max {
-            if let Some(&(_, e)) = self.sacked.iter().find(|r| r.0 <= seq && seq < r.1) {
+            if let Some((_, e)) = self.sacked.containing(seq) {
                 self.snd_nxt = e;
                 seq = e;
                 if seq >= self.sbuf.end() {
@@ -1356,7 +1371,7 @@ impl PseudoTcp {
                 }
                 len = (self.sbuf.end() - seq).min(mss);
             }
-            if let Some(&(s, _)) = self.sacked.iter().find(|r| r.0 > seq) {
+            if let Some((s, _)) = self.sacked.next_after(seq) {
                 len = len.min(s - seq);
             }
         }
@@ -1380,19 +1395,17 @@ impl PseudoTcp {
             let mut blocks = [(0u32, 0u32); MAX_SACK_BLOCKS];
             let mut n = 0;
             // The block holding the most recent arrival first (RFC 2018),
-            // then the others from the lowest up.
-            let recent = ooo
-                .iter()
-                .position(|r| r.0 <= self.last_ooo && self.last_ooo < r.1);
-            if let Some(i) = recent {
-                blocks[0] = (ooo[i].0 as u32, ooo[i].1 as u32);
+            // then the others from the lowest up (O(log n), not a scan).
+            let recent = ooo.containing(self.last_ooo);
+            if let Some(r) = recent {
+                blocks[0] = (r.0 as u32, r.1 as u32);
                 n = 1;
             }
-            for (i, r) in ooo.iter().enumerate() {
+            for r in ooo.iter() {
                 if n == MAX_SACK_BLOCKS {
                     break;
                 }
-                if Some(i) != recent {
+                if Some(r) != recent {
                     blocks[n] = (r.0 as u32, r.1 as u32);
                     n += 1;
                 }
@@ -1434,28 +1447,6 @@ impl PseudoTcp {
     }
 }
 
-/// Inserts `[s, e)` into sorted, disjoint `ranges`, merging overlaps.
-fn add_range(ranges: &mut Vec<(u64, u64)>, s: u64, e: u64) {
-    let i = ranges.partition_point(|r| r.1 < s);
-    let (mut s, mut e) = (s, e);
-    let mut j = i;
-    while j < ranges.len() && ranges[j].0 <= e {
-        s = s.min(ranges[j].0);
-        e = e.max(ranges[j].1);
-        j += 1;
-    }
-    ranges.splice(i..j, [(s, e)]);
-}
-
-/// Drops everything below `from`.
-fn trim_ranges(ranges: &mut Vec<(u64, u64)>, from: u64) {
-    let n = ranges.partition_point(|r| r.1 <= from);
-    ranges.drain(..n);
-    if let Some(first) = ranges.first_mut() {
-        first.0 = first.0.max(from);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1486,6 +1477,97 @@ mod tests {
                 return n;
             }
         }
+    }
+
+    fn established_gshare_pair() -> (PseudoTcp, PseudoTcp, Instant) {
+        let (mut a, mut b, now) = pair(Config::default(), Config::default());
+        a.connect(now).unwrap();
+        exchange(&mut a, &mut b, now);
+        assert_eq!(a.state(), State::Established);
+        assert_eq!(b.state(), State::Established);
+        assert!(a.sack_ok && b.sack_ok);
+        (a, b, now)
+    }
+
+    fn raw_segment(to: &PseudoTcp, seq: u64, ack: u64, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let h = Header {
+            conv: to.cfg.conversation,
+            seq: seq as u32,
+            ack: ack as u32,
+            flags,
+            wnd: 0xffff,
+            tsval: 0,
+            tsecr: 0,
+        };
+        let mut d = h.encode().to_vec();
+        d.extend_from_slice(payload);
+        d
+    }
+
+    /// Issue 17 item 6: a hostile sender spraying one-byte segments at every
+    /// other offset of the window, highest first (the worst order for the
+    /// old sorted vector: each one spliced in at the front, O(n)), cannot
+    /// make the receiver hold more than `MAX_OOO_RANGES` ranges, and the
+    /// 500,000 datagrams cost O(log n) each; then the real data still
+    /// arrives in full.
+    #[test]
+    fn hostile_segments_cannot_grow_the_out_of_order_set() {
+        use crate::pseudotcp::buffer::MAX_OOO_RANGES;
+        let (mut a, mut b, now) = established_gshare_pair();
+        let base = b.rbuf.nxt();
+        let ack = a.rbuf.nxt();
+        let window = b.rbuf.capacity() as u64;
+        let n = (window / 2).min(500_000);
+        let t = std::time::Instant::now();
+        for i in (1..n).rev() {
+            let d = raw_segment(&b, base + 2 * i, ack, 0, b"x");
+            b.handle_datagram(now, &d);
+            assert!(b.rbuf.ooo_ranges().len() <= MAX_OOO_RANGES);
+        }
+        assert_eq!(b.rbuf.ooo_ranges().len(), MAX_OOO_RANGES);
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+        // The stream itself is unharmed: a's data is delivered in order.
+        let data = vec![7u8; 100_000];
+        assert_eq!(a.send(&data).unwrap(), data.len());
+        for _ in 0..50 {
+            exchange(&mut a, &mut b, now);
+        }
+        let mut got = vec![0u8; 100_000];
+        assert_eq!(b.recv(&mut got).unwrap(), 100_000);
+        assert!(got.iter().all(|&x| x == 7 || x == b'x'));
+    }
+
+    /// The same for the sender's SACK scoreboard: a hostile receiver
+    /// sending four one-byte SACK blocks per ack over a large flight cannot
+    /// grow it past `MAX_SACK_RANGES`, and each ack stays cheap.
+    #[test]
+    fn hostile_sack_blocks_cannot_grow_the_scoreboard() {
+        let (mut a, b, now) = established_gshare_pair();
+        a.snd_wnd = 1 << 30;
+        a.cwnd = 1 << 30;
+        let data = vec![1u8; 4 << 20];
+        let sent = a.send(&data).unwrap();
+        let mut buf = Vec::new();
+        while a.poll_transmit(now, &mut buf).is_some() {}
+        let una = a.snd_una;
+        assert!(a.snd_max >= una + sent as u64 / 2);
+        let span = a.snd_max - una;
+        let t = std::time::Instant::now();
+        let mut off = span - 2;
+        while off > 2 * MAX_SACK_BLOCKS as u64 + 2 {
+            let mut blocks = Vec::new();
+            for _ in 0..MAX_SACK_BLOCKS {
+                blocks.push(((una + off) as u32, (una + off + 1) as u32));
+                off -= 2;
+            }
+            let mut d = raw_segment(&a, b.snd_nxt, una, FLAG_SACK, &[]);
+            encode_sack(blocks, &mut d);
+            a.handle_datagram(now, &d);
+            assert!(a.sacked.len() <= MAX_SACK_RANGES);
+            while a.poll_transmit(now, &mut buf).is_some() {}
+        }
+        assert_eq!(a.sacked.len(), MAX_SACK_RANGES);
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -28,6 +28,7 @@
 
 mod buffer;
 pub mod engine;
+mod range_set;
 pub mod segment;
 pub mod sim;
 pub mod stream;

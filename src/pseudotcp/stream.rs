@@ -21,6 +21,13 @@ use tracing::debug;
 use super::engine::{Config, Error, Event, PseudoTcp, State, Stats};
 use super::segment::MAX_DATAGRAM;
 
+/// The driver's clock: the same one the ICE driver reads (tokio's, see
+/// `ice::driver::now`), so paused tokio time in a test moves the engine's
+/// timers exactly as it moves the driver's sleeps.
+fn clock() -> Instant {
+    crate::ice::driver::now()
+}
+
 /// The datagram path under PseudoTCP: a connected UDP socket in tests, the
 /// ICE layer's selected pair in gshare.
 pub trait DatagramIo: Send + Unpin + 'static {
@@ -132,7 +139,7 @@ impl PseudoTcpStream {
     /// writes before that simply wait.
     pub fn new<D: DatagramIo>(io: D, mut config: Config, open: Open) -> PseudoTcpStream {
         config.max_datagram_size = io.max_datagram_size().min(MAX_DATAGRAM);
-        let now = Instant::now();
+        let now = clock();
         let mut tcp = PseudoTcp::new(config, now);
         if open == Open::Active {
             // A fresh engine is in LISTEN, so this cannot fail.
@@ -406,7 +413,7 @@ impl<D: DatagramIo> Future for Driver<D> {
                 match this.io.poll_recv(cx, &mut rb) {
                     Poll::Ready(Ok(())) => {
                         let n = rb.filled().len();
-                        let now = Instant::now();
+                        let now = clock();
                         lock(&this.shared).tcp.handle_datagram(now, &this.rx[..n]);
                         progress = true;
                     }
@@ -417,7 +424,7 @@ impl<D: DatagramIo> Future for Driver<D> {
             }
 
             // 2. Timers, 3. transmit.
-            let now = Instant::now();
+            let now = clock();
             {
                 let mut inner = lock(&this.shared);
                 if inner.tcp.poll_timeout().is_some_and(|t| t <= now) {

@@ -1,7 +1,11 @@
 //! One transport channel, start to finish: gather candidates, exchange
 //! them through the session, find a working pair, open PseudoTCP over it and
-//! hand the stream to a job (the HTTP server or the HTTP client).
+//! hand the stream to a job (the HTTP server of [`super::serve`] or the HTTP
+//! client of [`super::fetch`]). Every message a run sends back is tagged
+//! with its session and run ([`ChannelTag`]); [`Channels`] admits only the
+//! current runs' messages.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
@@ -11,11 +15,11 @@ use minidom::Element;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::Failure;
-use crate::cli::{Exit, GlobalArgs};
+use super::{CommonOptions, Exit, Failure};
 use crate::config::Settings;
 use crate::ice::{Candidate, GatherConfig, IceChannel};
 use crate::pseudotcp::{self, DatagramIo, PseudoTcpStream};
+use crate::session::SessionHandle;
 use crate::xmpp::{IqRequest, Xmpp};
 
 const NS_JINGLEINFO: &str = "google:jingleinfo";
@@ -37,7 +41,7 @@ impl ChannelSpec {
     /// server's `google:jingleinfo` answer when it gives one (§B.7).
     pub async fn new(
         settings: &Settings,
-        global: &GlobalArgs,
+        common: &CommonOptions,
         xmpp: &Xmpp,
     ) -> Result<Self, Failure> {
         let mut stun = Vec::new();
@@ -54,8 +58,8 @@ impl ChannelSpec {
             name: String::new(),
             bind: settings.bind,
             stun,
-            connect_timeout: Duration::from_secs(global.timeout),
-            advertise: global.advertise,
+            connect_timeout: common.timeout,
+            advertise: common.advertise,
         })
     }
 
@@ -100,44 +104,228 @@ async fn jingleinfo_stun(xmpp: &Xmpp) -> Vec<SocketAddr> {
     out
 }
 
-/// What a channel task reports to the job's owner.
+/// Which run of a channel a message comes from: the session it serves and
+/// a number no other channel run of this process shares. A late message
+/// from an aborted run (its task may have queued it just before the abort)
+/// carries an old tag and is dropped by [`Channels::admit`], so it can never
+/// be applied to the next session or to a restarted channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelTag {
+    pub session: SessionHandle,
+    pub generation: u64,
+}
+
+/// What a channel task reports to the job's owner. `P` is the job's own
+/// progress: [`crate::http::ServeEvent`] for the sender's serve job,
+/// [`super::fetch::FetchEvent`] for the receiver's fetch job.
 #[derive(Debug)]
-pub enum ChannelMsg {
-    /// Send these in a transport-info for `name`.
-    LocalCandidates {
-        name: String,
-        candidates: Vec<Candidate>,
-    },
-    /// A working pair was found and PseudoTCP is open. `peer_is_gshare`:
-    /// the peer announced gshare's PseudoTCP option, so it also always
-    /// sends `<complete/>` when it received everything.
-    Connected { name: String, peer_is_gshare: bool },
-    /// The HTTP server's progress.
-    Serve(crate::http::ServeEvent),
-    /// The job's own progress (receiver).
-    Fetch(super::receive::FetchEvent),
-    /// The channel failed.
-    Failed { name: String, error: String },
+pub struct ChannelMsg<P> {
+    pub tag: ChannelTag,
+    /// The channel's name in the session (`transport-info` needs it).
+    pub name: String,
+    pub event: ChannelEvent<P>,
+}
+
+/// One thing a channel run has to say.
+#[derive(Debug)]
+pub enum ChannelEvent<P> {
+    /// Send these in a transport-info for this channel.
+    LocalCandidates(Vec<Candidate>),
+    /// A working pair was found and PseudoTCP is open.
+    Connected(Link),
+    /// The job's progress.
+    Progress(P),
+    /// The channel failed: a sentence for the user.
+    Failed(String),
     /// The job ended normally.
-    Finished { name: String },
+    Finished,
+}
+
+/// What the channel learned, handed to the job together with the stream.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    /// The peer announced gshare's PseudoTCP option, so it also always
+    /// sends `<complete/>` when it received everything.
+    pub peer_is_gshare: bool,
+    /// What the session negotiated beyond the classic protocol.
+    pub negotiated: Negotiated,
+}
+
+/// The seam for the private extension (`urn:gshare:secure:1`,
+/// docs/protocol.md §G): the job state fills this from the session's
+/// `Offer`/`Accepted` events and passes it to [`Channels::start`]; the serve
+/// and fetch jobs read it to wrap the stream (TLS) and to check digests or
+/// resume. Empty today: a classic session negotiates nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Negotiated {}
+
+impl Negotiated {
+    /// Nothing beyond the classic protocol: plain HTTP on the stream.
+    pub fn is_classic(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Sends the job's progress to the owner, tagged with the channel run.
+pub struct Progress<P> {
+    tag: ChannelTag,
+    name: String,
+    tx: mpsc::UnboundedSender<ChannelMsg<P>>,
+}
+
+impl<P> Progress<P> {
+    /// Reports `p`; a gone owner is ignored (the job is being torn down).
+    pub fn send(&self, p: P) {
+        self.report(ChannelEvent::Progress(p));
+    }
+
+    fn report(&self, event: ChannelEvent<P>) {
+        let _ = self.tx.send(ChannelMsg {
+            tag: self.tag,
+            name: self.name.clone(),
+            event,
+        });
+    }
+}
+
+impl<P> Clone for Progress<P> {
+    fn clone(&self) -> Self {
+        Self {
+            tag: self.tag,
+            name: self.name.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// The running channels of a job, by session and name.
+///
+/// Bound: at most one run per (session, channel name); starting a channel
+/// of the same name aborts the old run. The sessions themselves are bounded
+/// by the job (one for `send`, `--max-concurrent` for `receive`).
+#[derive(Default)]
+pub struct Channels {
+    runs: HashMap<(SessionHandle, String), (u64, Handle)>,
+    next_generation: u64,
+}
+
+impl Channels {
+    /// Starts channel `spec.name` for `session`; the job gets the open
+    /// stream. The stream is handed over as it comes from PseudoTCP: a job
+    /// that negotiated TLS wraps it before speaking HTTP.
+    pub fn start<P, F, Fut>(
+        &mut self,
+        session: SessionHandle,
+        spec: ChannelSpec,
+        negotiated: Negotiated,
+        ctl: mpsc::UnboundedSender<ChannelMsg<P>>,
+        job: F,
+    ) -> ChannelTag
+    where
+        P: Send + 'static,
+        F: FnOnce(PseudoTcpStream, Link, Progress<P>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.next_generation += 1;
+        let tag = ChannelTag {
+            session,
+            generation: self.next_generation,
+        };
+        let name = spec.name.clone();
+        let handle = spawn(spec, tag, negotiated, ctl, job);
+        self.insert(tag, name, handle);
+        tag
+    }
+
+    fn insert(&mut self, tag: ChannelTag, name: String, handle: Handle) {
+        if let Some((_, old)) = self
+            .runs
+            .insert((tag.session, name), (tag.generation, handle))
+        {
+            old.abort();
+        }
+    }
+
+    /// Whether `msg` comes from a run that is still current. A `Failed` or
+    /// `Finished` from the current run also ends that run here.
+    pub fn admit<P>(&mut self, msg: &ChannelMsg<P>) -> bool {
+        let key = (msg.tag.session, msg.name.clone());
+        let current = self
+            .runs
+            .get(&key)
+            .is_some_and(|(generation, _)| *generation == msg.tag.generation);
+        if !current {
+            debug!(channel = %msg.name, session = %msg.tag.session, "dropped a message from an ended channel run");
+            return false;
+        }
+        if matches!(msg.event, ChannelEvent::Failed(_) | ChannelEvent::Finished) {
+            self.runs.remove(&key);
+        }
+        true
+    }
+
+    /// Feeds the peer's candidates to channel `name` of `session`.
+    pub fn add_remote(&self, session: SessionHandle, name: &str, candidates: Vec<Candidate>) {
+        match self.runs.get(&(session, name.to_string())) {
+            Some((_, h)) => h.add_remote(candidates),
+            None => debug!(%name, "candidates for a channel we do not run"),
+        }
+    }
+
+    /// Stops channel `name` of `session`.
+    pub fn stop(&mut self, session: SessionHandle, name: &str) {
+        if let Some((_, h)) = self.runs.remove(&(session, name.to_string())) {
+            h.abort();
+        }
+    }
+
+    /// Stops every channel of `session`.
+    pub fn stop_session(&mut self, session: SessionHandle) {
+        self.runs.retain(|(s, _), (_, h)| {
+            if *s == session {
+                h.abort();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Whether `session` has a running channel.
+    #[cfg(test)]
+    fn has_session(&self, session: SessionHandle) -> bool {
+        self.runs.keys().any(|(s, _)| *s == session)
+    }
+
+    /// Whether any channel runs.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Stops everything.
+    pub fn stop_all(&mut self) {
+        for (_, (_, h)) in self.runs.drain() {
+            h.abort();
+        }
+    }
 }
 
 /// The running channel.
-pub struct Handle {
+struct Handle {
     remote: mpsc::UnboundedSender<Candidate>,
     task: tokio::task::AbortHandle,
 }
 
 impl Handle {
     /// Feeds the peer's candidates to the ICE agent.
-    pub fn add_remote(&self, candidates: Vec<Candidate>) {
+    fn add_remote(&self, candidates: Vec<Candidate>) {
         for c in candidates {
             let _ = self.remote.send(c);
         }
     }
 
     /// Stops the channel.
-    pub fn abort(&self) {
+    fn abort(&self) {
         self.task.abort();
     }
 }
@@ -163,14 +351,25 @@ impl DatagramIo for IceIo {
     }
 }
 
-/// Starts channel `spec.name`: the job gets the open stream.
-pub fn spawn<F, Fut>(spec: ChannelSpec, ctl: mpsc::UnboundedSender<ChannelMsg>, job: F) -> Handle
+/// Runs channel `spec.name`: gather, exchange, connect, then the job.
+fn spawn<P, F, Fut>(
+    spec: ChannelSpec,
+    tag: ChannelTag,
+    negotiated: Negotiated,
+    ctl: mpsc::UnboundedSender<ChannelMsg<P>>,
+    job: F,
+) -> Handle
 where
-    F: FnOnce(PseudoTcpStream, mpsc::UnboundedSender<ChannelMsg>) -> Fut + Send + 'static,
+    P: Send + 'static,
+    F: FnOnce(PseudoTcpStream, Link, Progress<P>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     let (remote_tx, mut remote_rx) = mpsc::unbounded_channel::<Candidate>();
-    let name = spec.name.clone();
+    let out = Progress {
+        tag,
+        name: spec.name.clone(),
+        tx: ctl,
+    };
     let task = tokio::spawn(async move {
         let result = async {
             let config = GatherConfig {
@@ -188,10 +387,7 @@ where
                     c.address = addr;
                 }
             }
-            let _ = ctl.send(ChannelMsg::LocalCandidates {
-                name: spec.name.clone(),
-                candidates,
-            });
+            out.report(ChannelEvent::LocalCandidates(candidates));
             let sink = ice.remote_candidates_sink();
             tokio::spawn(async move {
                 while let Some(c) = remote_rx.recv().await {
@@ -210,23 +406,121 @@ where
             .await
             .map_err(|_| "PseudoTCP did not connect in time".to_string())?
             .map_err(|e| format!("PseudoTCP failed to connect: {e}"))?;
-            let _ = ctl.send(ChannelMsg::Connected {
-                name: spec.name.clone(),
+            let link = Link {
                 peer_is_gshare: stream.peer_is_gshare(),
-            });
-            job(stream, ctl.clone()).await
+                negotiated,
+            };
+            out.report(ChannelEvent::Connected(link.clone()));
+            job(stream, link, out.clone()).await
         }
         .await;
-        let _ = match result {
-            Ok(()) => ctl.send(ChannelMsg::Finished { name: name.clone() }),
-            Err(error) => ctl.send(ChannelMsg::Failed {
-                name: name.clone(),
-                error,
-            }),
-        };
+        out.report(match result {
+            Ok(()) => ChannelEvent::Finished,
+            Err(error) => ChannelEvent::Failed(error),
+        });
     });
     Handle {
         remote: remote_tx,
         task: task.abort_handle(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Config, Manifest, ManifestItem, SessionManager};
+
+    fn two_sessions() -> (SessionHandle, SessionHandle) {
+        let me = "juliet@capulet.lit/balcony".parse().unwrap();
+        let mut m = SessionManager::new(me, Config::default());
+        let manifest = Manifest {
+            items: vec![ManifestItem::file("a.txt", 1)],
+        };
+        let now = std::time::Instant::now();
+        let a = m
+            .initiate(
+                now,
+                "romeo@montague.lit/a".parse().unwrap(),
+                manifest.clone(),
+            )
+            .unwrap();
+        let b = m
+            .initiate(now, "romeo@montague.lit/b".parse().unwrap(), manifest)
+            .unwrap();
+        (a, b)
+    }
+
+    /// A run whose task never ends, as a spawned channel would be.
+    fn idle_handle() -> Handle {
+        let (remote, _) = mpsc::unbounded_channel();
+        let task = tokio::spawn(std::future::pending::<()>());
+        Handle {
+            remote,
+            task: task.abort_handle(),
+        }
+    }
+
+    fn failed(tag: ChannelTag, name: &str) -> ChannelMsg<()> {
+        ChannelMsg {
+            tag,
+            name: name.into(),
+            event: ChannelEvent::Failed("the old path broke".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_failed_from_an_aborted_session_cannot_end_the_next_one() {
+        let (first, next) = two_sessions();
+        let mut channels = Channels::default();
+        // Session `first` runs channel "gshare-0", then is aborted; its task
+        // had already queued a Failed.
+        let old = ChannelTag {
+            session: first,
+            generation: 1,
+        };
+        channels.insert(old, "gshare-0".into(), idle_handle());
+        channels.stop_session(first);
+        let stale = failed(old, "gshare-0");
+        // The next session runs a channel of the same name.
+        let new = ChannelTag {
+            session: next,
+            generation: 2,
+        };
+        channels.insert(new, "gshare-0".into(), idle_handle());
+        assert!(!channels.admit(&stale), "a stale Failed was admitted");
+        assert!(
+            channels.has_session(next),
+            "the next session lost its channel"
+        );
+        // The same message tagged with the next session's run is admitted
+        // and ends that run.
+        assert!(channels.admit(&failed(new, "gshare-0")));
+        assert!(!channels.has_session(next));
+    }
+
+    #[tokio::test]
+    async fn a_restarted_channel_ignores_its_previous_run() {
+        let (session, _) = two_sessions();
+        let mut channels = Channels::default();
+        let first = ChannelTag {
+            session,
+            generation: 1,
+        };
+        channels.insert(first, "gshare-0".into(), idle_handle());
+        let second = ChannelTag {
+            session,
+            generation: 2,
+        };
+        // Starting the same channel again replaces (and aborts) the first run.
+        channels.insert(second, "gshare-0".into(), idle_handle());
+        assert!(!channels.admit(&failed(first, "gshare-0")));
+        assert!(channels.has_session(session));
+        let progress = ChannelMsg {
+            tag: second,
+            name: "gshare-0".into(),
+            event: ChannelEvent::Progress(()),
+        };
+        assert!(channels.admit(&progress));
+        assert!(channels.has_session(session), "progress does not end a run");
     }
 }

@@ -1,25 +1,117 @@
 //! Send and receive jobs: everything joined into the tool users run.
 //!
-//! This layer owns the flow of PROTOCOL.md §0: it logs in ([`crate::xmpp`]),
-//! drives the session machine, and for each channel gathers candidates,
-//! connects, opens PseudoTCP and runs HTTP over it, writing to disk.
+//! This layer owns the flow of docs/protocol.md §0: it logs in
+//! ([`crate::xmpp`]), drives the session machine, and for each channel
+//! gathers candidates, connects, opens PseudoTCP and runs HTTP over it,
+//! writing to disk. It takes plain option types ([`SendOptions`],
+//! [`ReceiveOptions`], [`crate::config::Settings`]); the command line that
+//! fills them lives in the binary.
+//!
+//! Files: `send.rs` and `receive.rs` hold each job's state and one method
+//! per input (signal, channel message, user decision, timer, Ctrl-C);
+//! `channel.rs` runs one transport channel and tags what it reports with
+//! its session; `serve.rs` (sender) and `fetch.rs` (receiver) are the jobs
+//! on an open stream; `report.rs` is what users see.
 
 mod channel;
+mod fetch;
 pub mod files;
 pub mod names;
 mod receive;
 mod report;
 mod send;
+mod serve;
 mod signalling;
 pub mod tar;
 
+use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio_xmpp::parsers::jid::{BareJid, FullJid, Jid};
 
-use crate::cli::{Cli, Command, Exit};
 use crate::config::{self, Settings};
 use crate::xmpp::{Account, ConnectOptions, Xmpp, XmppError};
+
+pub use receive::run as receive;
+pub use send::run as send;
+
+/// The documented exit codes (`gshare --help` lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    Failure = 1,
+    Usage = 2,
+    Auth = 3,
+    Unreachable = 4,
+    Declined = 5,
+    Cancelled = 6,
+    TransferFailed = 7,
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e.code())
+    }
+}
+
+/// Options of both jobs.
+#[derive(Debug, Clone)]
+pub struct CommonOptions {
+    /// No answer, no accept or no working path within this ends a session.
+    pub timeout: Duration,
+    /// Announce only this address as our candidate (tests and benchmarks
+    /// with an impairment relay between the peers).
+    pub advertise: Option<SocketAddr>,
+    /// One JSON object per line on stdout.
+    pub json: bool,
+    /// Only errors on stderr.
+    pub quiet: bool,
+}
+
+/// What `gshare send` does.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    pub common: CommonOptions,
+    /// Files or folders to offer; `-` is standard input.
+    pub files: Vec<String>,
+    /// The recipient: a bare or full JID, as typed.
+    pub target: String,
+    /// Name to offer for `-`.
+    pub stdin_name: Option<String>,
+    /// How long to wait for the recipient to come online and answer.
+    pub wait: Duration,
+}
+
+/// What `gshare receive` does.
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    pub common: CommonOptions,
+    /// Accept offers without asking.
+    pub auto_accept: bool,
+    /// Only consider offers from these JIDs (as typed); empty: anyone.
+    pub from: Vec<String>,
+    /// Directory to save into, or `-` for standard output.
+    pub output: String,
+    /// End after the first transfer ends.
+    pub once: bool,
+    /// Replace existing files instead of choosing a new name.
+    pub overwrite: bool,
+    /// How many transfers may run at once (at least 1); further offers are
+    /// declined as busy.
+    pub max_concurrent: usize,
+}
+
+/// The default of [`ReceiveOptions::max_concurrent`].
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
 
 /// A failed run: what to tell the user, and the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +144,6 @@ impl From<XmppError> for Failure {
 impl From<config::ConfigError> for Failure {
     fn from(e: config::ConfigError) -> Self {
         Failure::new(Exit::Usage, e.to_string())
-    }
-}
-
-/// Runs one command line.
-pub async fn run(cli: Cli) -> Result<(), Failure> {
-    let settings = config::resolve(&cli.global)?;
-    match &cli.command {
-        Command::Send(args) => send::run(&cli.global, &settings, args).await,
-        Command::Receive(args) => receive::run(&cli.global, &settings, args).await,
-        Command::Completions { .. } => Ok(()),
     }
 }
 

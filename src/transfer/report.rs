@@ -1,7 +1,9 @@
 //! What users see: messages and indicatif progress on stderr (bars only on a
-//! terminal), and with `--json` one JSON object per line on stdout.
+//! terminal, one set per transfer in one shared `MultiProgress`), and with
+//! `--json` one JSON object per line on stdout.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -10,30 +12,50 @@ use serde_json::{Value, json};
 /// Progress events are written at most this often (per the issue: 500 ms).
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
-/// Where a run's messages go.
+/// Where a run's messages go; shared by every transfer of the run.
 pub struct Reporter {
     json: bool,
     quiet: bool,
+    /// The bars of every transfer, when stderr is a terminal (not with -q).
+    multi: Option<MultiProgress>,
+    /// Transfers whose bars are drawn: lines go above them while any are.
+    live: AtomicUsize,
+}
+
+/// One transfer's bars, timing and event tag.
+pub struct TransferReport {
+    /// Added to every event of this transfer (e.g. `from`), so concurrent
+    /// transfers can be told apart.
+    tag: Option<(&'static str, String)>,
+    /// Prefix of the total bar.
+    label: String,
     bars: Option<Bars>,
     last_progress: Option<Instant>,
     started: Instant,
 }
 
 struct Bars {
-    multi: MultiProgress,
     total: ProgressBar,
     item: Option<ProgressBar>,
 }
 
 impl Reporter {
     pub fn new(json: bool, quiet: bool) -> Self {
+        let multi = (!quiet && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Self {
             json,
             quiet,
-            bars: None,
-            last_progress: None,
-            started: Instant::now(),
+            multi,
+            live: AtomicUsize::new(0),
         }
+    }
+
+    /// The multi-bar, while bars are drawn.
+    fn drawing(&self) -> Option<&MultiProgress> {
+        self.multi
+            .as_ref()
+            .filter(|_| self.live.load(Ordering::Relaxed) > 0)
     }
 
     /// A line for humans on stderr (not with -q).
@@ -41,9 +63,9 @@ impl Reporter {
         if self.quiet {
             return;
         }
-        match &self.bars {
-            Some(b) => {
-                let _ = b.multi.println(text.as_ref());
+        match self.drawing() {
+            Some(m) => {
+                let _ = m.println(text.as_ref());
             }
             None => eprintln!("{}", text.as_ref()),
         }
@@ -51,9 +73,9 @@ impl Reporter {
 
     /// A warning for humans: shown even with -q.
     pub fn warn(&self, text: impl AsRef<str>) {
-        match &self.bars {
-            Some(b) => {
-                let _ = b.multi.println(format!("warning: {}", text.as_ref()));
+        match self.drawing() {
+            Some(m) => {
+                let _ = m.println(format!("warning: {}", text.as_ref()));
             }
             None => eprintln!("gshare: warning: {}", text.as_ref()),
         }
@@ -72,15 +94,37 @@ impl Reporter {
         let _ = out.write_all(b"\n");
         let _ = out.flush();
     }
+}
 
-    /// Starts the bars for a transfer of `total` bytes (terminal only).
-    pub fn start(&mut self, total: u64) {
+impl TransferReport {
+    /// A transfer whose events carry `tag` (`("from", jid)`), with bars
+    /// prefixed by `label`.
+    pub fn new(tag: Option<(&'static str, String)>, label: impl Into<String>) -> Self {
+        Self {
+            tag,
+            label: label.into(),
+            bars: None,
+            last_progress: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// One JSON event of this transfer.
+    pub fn event(&self, r: &Reporter, name: &str, mut fields: Value) {
+        if let (Some((key, value)), Value::Object(map)) = (&self.tag, &mut fields) {
+            map.insert((*key).into(), Value::String(value.clone()));
+        }
+        r.event(name, fields);
+    }
+
+    /// Starts the clock, and the bars for `total` bytes (terminal only).
+    pub fn start(&mut self, r: &Reporter, total: u64) {
         self.started = Instant::now();
         self.last_progress = None;
-        if self.quiet || !std::io::stderr().is_terminal() {
+        let Some(multi) = &r.multi else { return };
+        if self.bars.is_some() {
             return;
         }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
             "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
         )
@@ -89,34 +133,37 @@ impl Reporter {
         let bar = multi.add(
             ProgressBar::new(total)
                 .with_style(style)
-                .with_prefix("total"),
+                .with_prefix(self.label.clone()),
         );
+        r.live.fetch_add(1, Ordering::Relaxed);
         self.bars = Some(Bars {
-            multi,
             total: bar,
             item: None,
         });
     }
 
     /// A new item begins.
-    pub fn item_started(&mut self, name: &str, size: Option<u64>) {
-        if let Some(b) = &mut self.bars {
-            if let Some(old) = b.item.take() {
-                old.finish_and_clear();
-            }
-            let style = ProgressStyle::with_template("{msg:.bold} {bytes}/{total_bytes}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-            let bar = b
-                .multi
-                .insert(0, ProgressBar::new(size.unwrap_or(0)).with_style(style));
-            bar.set_message(name.to_string());
-            b.item = Some(bar);
+    pub fn item_started(&mut self, r: &Reporter, name: &str, size: Option<u64>) {
+        let (Some(b), Some(multi)) = (&mut self.bars, &r.multi) else {
+            return;
+        };
+        if let Some(old) = b.item.take() {
+            old.finish_and_clear();
         }
+        let style = ProgressStyle::with_template("{msg:.bold} {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar = multi.insert_before(
+            &b.total,
+            ProgressBar::new(size.unwrap_or(0)).with_style(style),
+        );
+        bar.set_message(name.to_string());
+        b.item = Some(bar);
     }
 
     /// Bytes moved so far: `item` of the current item, `total` overall.
     pub fn progress(
         &mut self,
+        r: &Reporter,
         name: &str,
         item: u64,
         item_size: Option<u64>,
@@ -129,7 +176,7 @@ impl Reporter {
                 i.set_position(item);
             }
         }
-        if self.json {
+        if r.json {
             let now = Instant::now();
             if self
                 .last_progress
@@ -140,6 +187,7 @@ impl Reporter {
             self.last_progress = Some(now);
             let secs = self.started.elapsed().as_secs_f64().max(1e-3);
             self.event(
+                r,
                 "progress",
                 json!({"name": name, "item_bytes": item, "item_size": item_size,
                        "bytes": total, "total": total_size,
@@ -148,19 +196,32 @@ impl Reporter {
         }
     }
 
-    /// Seconds since [`Reporter::start`].
+    /// Time since [`TransferReport::start`].
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// Removes the bars.
-    pub fn finish(&mut self) {
+    pub fn finish(&mut self, r: &Reporter) {
         if let Some(b) = self.bars.take() {
             if let Some(i) = b.item {
                 i.finish_and_clear();
             }
             b.total.finish_and_clear();
+            if let Some(m) = &r.multi {
+                m.remove(&b.total);
+            }
+            r.live.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// `"a.txt"`, `"a.txt" and "b.txt"`, `3 items`.
+pub fn describe_items(names: &[String]) -> String {
+    match names {
+        [one] => format!("{one:?}"),
+        [a, b] => format!("{a:?} and {b:?}"),
+        many => format!("{} items", many.len()),
     }
 }
 
@@ -183,5 +244,15 @@ mod tests {
     fn sizes_read_like_the_prompt_in_the_issue() {
         assert_eq!(human_size(24_410_321), "23.28 MiB");
         assert_eq!(human_size(0), "0 B");
+    }
+
+    #[test]
+    fn items_are_described_by_name_or_count() {
+        assert_eq!(describe_items(&["a.txt".into()]), "\"a.txt\"");
+        assert_eq!(describe_items(&["a".into(), "b".into()]), "\"a\" and \"b\"");
+        assert_eq!(
+            describe_items(&["a".into(), "b".into(), "c".into()]),
+            "3 items"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! `gshare send`: offer, wait, serve, report.
+//!
+//! [`run`] sets up (files, login, recipient, offer) and then drives a
+//! [`Sender`]: one method per input (a session signal, a channel message,
+//! the lost-connection timer, Ctrl-C), each returning `Some(outcome)` when
+//! the job is over.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,15 +13,15 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::channel::{self, ChannelMsg, ChannelSpec};
-use super::report::{Reporter, human_rate, human_size};
+use super::channel::{ChannelEvent, ChannelMsg, ChannelSpec, Channels, Negotiated};
+use super::report::{Reporter, TransferReport, describe_items, human_rate, human_size};
 use super::signalling::{Signal, Signalling};
-use super::{Failure, login, parse_target, resolve_target};
-use crate::cli::{Exit, GlobalArgs, SendArgs};
+use super::{Exit, Failure, SendOptions, login, parse_target, resolve_target};
 use crate::config::Settings;
-use crate::http::Catalog;
-use crate::ice::Candidate;
-use crate::session::{self, Manifest, ManifestItem, SessionEvent, SessionManager, TerminateReason};
+use crate::http::{Catalog, ServeEvent};
+use crate::session::{
+    self, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager, TerminateReason,
+};
 use crate::xmpp::ConnectOptions;
 
 /// One offered item and where its bytes come from.
@@ -100,19 +104,17 @@ fn collect(files: &[String], name_for_stdin: Option<&str>) -> Result<Vec<Offered
 }
 
 /// Runs `gshare send`.
-pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> Result<(), Failure> {
-    let mut report = Reporter::new(global.json, global.quiet);
-    let (files, target) = args.files_and_target();
-    let target = parse_target(target)?;
-    let offered = collect(files, args.name.as_deref())?;
+pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure> {
+    let report = Reporter::new(opts.common.json, opts.common.quiet);
+    let target = parse_target(&opts.target)?;
+    let offered = collect(&opts.files, opts.stdin_name.as_deref())?;
 
     let options = ConnectOptions {
         forward_namespaces: vec![session::stanza::NS_SESSION],
         ..ConnectOptions::default()
     };
     let (xmpp, incoming) = login(settings, options).await?;
-    let wait = Duration::from_secs(args.wait);
-    let peer = resolve_target(&xmpp, &target, wait).await?;
+    let peer = resolve_target(&xmpp, &target, opts.wait).await?;
 
     let manifest = Manifest {
         items: offered
@@ -127,11 +129,12 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
             .collect(),
     };
     let total = manifest.total_size();
+    let timeout = opts.common.timeout;
     let config = session::Config {
-        session_timeout: Duration::from_secs(global.timeout),
-        iq_timeout: Duration::from_secs(global.timeout),
+        session_timeout: timeout,
+        iq_timeout: timeout,
         // A person may be answering a prompt: at least the session timeout.
-        accept_timeout: Duration::from_secs(global.timeout.max(wait.as_secs())),
+        accept_timeout: timeout.max(Duration::from_secs(opts.wait.as_secs())),
         ..session::Config::default()
     };
     let machine = SessionManager::new(xmpp.jid().clone(), config);
@@ -153,7 +156,6 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
             catalog.push_file(o.name.clone(), o.path.clone(), o.size);
         }
     }
-    let catalog = Arc::new(catalog);
     let names: Vec<String> = offered.iter().map(|o| o.name.clone()).collect();
     report.say(format!(
         "Offering {} ({}) to {peer}",
@@ -167,178 +169,290 @@ pub async fn run(global: &GlobalArgs, settings: &Settings, args: &SendArgs) -> R
                    "kind": if o.folder { "folder" } else { "file" }})).collect::<Vec<_>>()}),
     );
 
-    let spec = ChannelSpec::new(settings, global, &xmpp).await?;
-    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ChannelMsg>();
-    let mut channels: HashMap<String, channel::Handle> = HashMap::new();
-    let mut served: Vec<u64> = vec![0; offered.len()];
-    let mut complete = false;
-    // libjingle and gabble may terminate without <complete/>; then every
-    // byte served counts as complete (§A.7). gshare always sends it, so
-    // from a gshare peer a terminate without it means the transfer failed
-    // on its side (disk full, bad name, …) even if we wrote every byte.
-    let mut peer_sends_complete = false;
-    // Set once the XMPP connection is lost and every byte is out.
-    let mut lost_deadline: Option<tokio::time::Instant> = None;
+    let spec = ChannelSpec::new(settings, &opts.common, &xmpp).await?;
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+    let mut job = Sender {
+        sig,
+        report,
+        bars: TransferReport::new(None, "total"),
+        peer: peer.to_string(),
+        handle,
+        spec,
+        catalog: Arc::new(catalog),
+        served: vec![0; offered.len()],
+        offered,
+        names,
+        total,
+        channels: Channels::default(),
+        ctl: ctl_tx,
+        complete: false,
+        peer_sends_complete: false,
+        lost_deadline: None,
+    };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-
-    let outcome: Result<(), Failure> = loop {
-        tokio::select! {
-            _ = sleep_until_opt(lost_deadline) => {
-                break Err(Failure::new(Exit::Failure, format!(
-                    "lost the XMPP connection; every byte was sent, but {peer} could not confirm")));
-            }
-            signal = sig.next(), if !sig.is_lost() => match signal {
-                Signal::Lost(e) => {
-                    if channels.is_empty() {
-                        break Err(Failure::new(Exit::Failure, format!(
-                            "lost the XMPP connection while sending to {peer}: {e}")));
-                    }
-                    report.warn(format!("lost the XMPP connection ({e}); the transfer goes on over the direct path"));
-                    if served.iter().zip(&offered).all(|(s, o)| *s >= o.size) {
-                        lost_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
-                    }
-                }
-                Signal::PeerOffline(_) => {
-                    if complete {
-                        break Ok(());
-                    }
-                    let _ = sig.machine.terminate(Instant::now(), handle);
-                    break Err(Failure::new(Exit::TransferFailed, format!(
-                        "{peer} went offline during the transfer")));
-                }
-                Signal::Session(ev) => match ev {
-                    SessionEvent::Accepted { .. } => {
-                        report.say(format!("{peer} accepted"));
-                        report.event("accepted", json!({"peer": peer.to_string()}));
-                        report.start(total);
-                    }
-                    SessionEvent::ChannelRequested { name, .. } => {
-                        debug!(%name, "peer opened a channel");
-                        let catalog = catalog.clone();
-                        let h = channel::spawn(spec.clone().named(&name), ctl_tx.clone(), |stream, ctl| async move {
-                            let (tx, mut rx) = mpsc::unbounded_channel();
-                            let forward = tokio::spawn(async move {
-                                while let Some(ev) = rx.recv().await {
-                                    if ctl.send(ChannelMsg::Serve(ev)).is_err() { break; }
-                                }
-                            });
-                            let r = crate::http::serve(stream, catalog, tx).await.map_err(|e| e.to_string());
-                            let _ = forward.await;
-                            r
-                        });
-                        if let Some(old) = channels.insert(name, h) { old.abort(); }
-                    }
-                    SessionEvent::ChannelGone { name, .. } => {
-                        if let Some(h) = channels.remove(&name) { h.abort(); }
-                    }
-                    SessionEvent::RemoteCandidates { channel, candidates, .. } => {
-                        forward_candidates(&channels, &channel, candidates);
-                    }
-                    SessionEvent::Complete { .. } => {
-                        complete = true;
-                        debug!("receiver reported complete");
-                    }
-                    SessionEvent::Terminated { reason, .. } => {
-                        let all_served = served.iter().zip(&offered).all(|(s, o)| *s >= o.size);
-                        let done = complete || (all_served && !peer_sends_complete);
-                        break finish(reason, done, &peer.to_string());
-                    }
-                    SessionEvent::Offer { handle: other, .. } => {
-                        // We are sending, not receiving.
-                        let _ = sig.machine.reject(Instant::now(), other);
-                    }
-                },
-            },
-            msg = ctl_rx.recv() => if let Some(msg) = msg {
-                match msg {
-                    ChannelMsg::LocalCandidates { name, candidates } => {
-                        if let Err(e) = sig.machine.send_candidates(Instant::now(), handle, &name, candidates) {
-                            debug!(%e, "cannot send candidates");
-                        }
-                    }
-                    ChannelMsg::Connected { name, peer_is_gshare } => {
-                        info!(%name, peer_is_gshare, "transport connected");
-                        peer_sends_complete |= peer_is_gshare;
-                        let _ = sig.machine.transport_connected(handle);
-                    }
-                    ChannelMsg::Serve(ev) => match ev {
-                        crate::http::ServeEvent::Started { item } => {
-                            if let Some(o) = offered.get(item) {
-                                report.item_started(&o.name, Some(o.size));
-                            }
-                        }
-                        crate::http::ServeEvent::Progress { item, bytes } => {
-                            if let Some(s) = served.get_mut(item) { *s = bytes; }
-                            let sum = served.iter().sum();
-                            if let Some(o) = offered.get(item) {
-                                report.progress(&o.name, bytes, Some(o.size), sum, total);
-                            }
-                        }
-                        crate::http::ServeEvent::Served { item, bytes } => {
-                            if let Some(s) = served.get_mut(item) { *s = bytes; }
-                            if let Some(o) = offered.get(item) {
-                                report.event("item", json!({"name": o.name, "size": bytes}));
-                            }
-                            let all_served = served.iter().zip(&offered).all(|(s, o)| *s >= o.size);
-                            if sig.is_lost() && all_served {
-                                // Give the last segments time to be acknowledged.
-                                lost_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
-                            }
-                        }
-                        crate::http::ServeEvent::Failed { item, error } => {
-                            let name = offered.get(item).map(|o| o.name.as_str()).unwrap_or("?");
-                            report.warn(format!("serving {name} failed: {error}"));
-                        }
-                        crate::http::ServeEvent::NotFound { request } => {
-                            debug!(%request, "answered 404");
-                        }
-                    },
-                    ChannelMsg::Failed { name, error } => {
-                        channels.remove(&name);
-                        if !complete {
-                            let _ = sig.machine.terminate(Instant::now(), handle);
-                            break Err(Failure::new(Exit::TransferFailed, format!(
-                                "the connection to {peer} failed: {error}")));
-                        }
-                    }
-                    ChannelMsg::Finished { name } => {
-                        channels.remove(&name);
-                    }
-                    ChannelMsg::Fetch(_) => {}
-                }
-            },
-            _ = &mut ctrl_c => {
-                let _ = sig.machine.terminate(Instant::now(), handle);
-                sig.flush().await;
-                break Err(Failure::new(Exit::Cancelled, format!("cancelled; {peer} was told")));
-            }
+    let outcome = loop {
+        let step = tokio::select! {
+            _ = sleep_until_opt(job.lost_deadline) => job.on_lost_deadline(),
+            signal = job.sig.next(), if !job.sig.is_lost() => job.on_signal(signal),
+            Some(msg) = ctl_rx.recv() => job.on_channel(msg),
+            _ = &mut ctrl_c => job.on_ctrl_c().await,
+        };
+        if let Some(outcome) = step {
+            break outcome;
         }
     };
-    for (_, h) in channels.drain() {
-        h.abort();
+    job.end(outcome).await
+}
+
+/// The running offer: everything the inputs change.
+struct Sender {
+    sig: Signalling,
+    report: Reporter,
+    bars: TransferReport,
+    /// The recipient's full JID, for messages.
+    peer: String,
+    handle: SessionHandle,
+    spec: ChannelSpec,
+    catalog: Arc<Catalog>,
+    offered: Vec<Offered>,
+    names: Vec<String>,
+    total: u64,
+    /// Bytes served per item (bounded by the manifest: one entry per item).
+    served: Vec<u64>,
+    channels: Channels,
+    ctl: mpsc::UnboundedSender<ChannelMsg<ServeEvent>>,
+    /// The receiver sent `<complete/>`.
+    complete: bool,
+    /// libjingle and gabble may terminate without `<complete/>`; then every
+    /// byte served counts as complete (docs/protocol.md §A.7). gshare always
+    /// sends it, so from a gshare peer a terminate without it means the
+    /// transfer failed on its side (disk full, bad name, …) even if we
+    /// wrote every byte.
+    peer_sends_complete: bool,
+    /// Set once the XMPP connection is lost and every byte is out.
+    lost_deadline: Option<tokio::time::Instant>,
+}
+
+/// `Some(outcome)` ends the job.
+type Step = Option<Result<(), Failure>>;
+
+impl Sender {
+    fn all_served(&self) -> bool {
+        self.served
+            .iter()
+            .zip(&self.offered)
+            .all(|(s, o)| *s >= o.size)
     }
-    report.finish();
-    let bytes: u64 = served.iter().sum();
-    match &outcome {
-        Ok(()) => {
-            report.say(format!(
-                "Sent {} ({}) to {peer} in {:.1}s, {}",
-                describe_items(&names),
-                human_size(bytes),
-                report.elapsed().as_secs_f64(),
-                human_rate(bytes, report.elapsed())
-            ));
-            report.event(
-                "done",
-                json!({"bytes": bytes, "seconds": report.elapsed().as_secs_f64()}),
-            );
+
+    /// Gives the last segments time to be acknowledged once the XMPP
+    /// connection is gone and every byte is out.
+    fn arm_lost_deadline(&mut self) {
+        if self.sig.is_lost() && self.all_served() {
+            self.lost_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
         }
-        Err(f) => report.event("failed", json!({"reason": f.message, "exit": f.exit as u8})),
     }
-    sig.flush().await;
-    xmpp.close().await;
-    outcome
+
+    fn on_lost_deadline(&mut self) -> Step {
+        Some(Err(Failure::new(
+            Exit::Failure,
+            format!(
+                "lost the XMPP connection; every byte was sent, but {} could not confirm",
+                self.peer
+            ),
+        )))
+    }
+
+    fn on_signal(&mut self, signal: Signal) -> Step {
+        match signal {
+            Signal::Lost(e) => {
+                if self.channels.is_empty() {
+                    return Some(Err(Failure::new(
+                        Exit::Failure,
+                        format!(
+                            "lost the XMPP connection while sending to {}: {e}",
+                            self.peer
+                        ),
+                    )));
+                }
+                self.report.warn(format!(
+                    "lost the XMPP connection ({e}); the transfer goes on over the direct path"
+                ));
+                self.arm_lost_deadline();
+                None
+            }
+            Signal::PeerOffline(_) => {
+                if self.complete {
+                    return Some(Ok(()));
+                }
+                let _ = self.sig.machine.terminate(Instant::now(), self.handle);
+                Some(Err(Failure::new(
+                    Exit::TransferFailed,
+                    format!("{} went offline during the transfer", self.peer),
+                )))
+            }
+            Signal::Session(ev) => self.on_session(ev),
+        }
+    }
+
+    fn on_session(&mut self, ev: SessionEvent) -> Step {
+        match ev {
+            SessionEvent::Accepted { .. } => {
+                self.report.say(format!("{} accepted", self.peer));
+                self.report
+                    .event("accepted", json!({"peer": self.peer.clone()}));
+                self.bars.start(&self.report, self.total);
+            }
+            SessionEvent::ChannelRequested { name, .. } => {
+                debug!(%name, "peer opened a channel");
+                let catalog = self.catalog.clone();
+                self.channels.start(
+                    self.handle,
+                    self.spec.clone().named(&name),
+                    Negotiated::default(),
+                    self.ctl.clone(),
+                    move |stream, link, progress| {
+                        super::serve::serve(stream, link, catalog, progress)
+                    },
+                );
+            }
+            SessionEvent::ChannelGone { handle, name } => self.channels.stop(handle, &name),
+            SessionEvent::RemoteCandidates {
+                handle,
+                channel,
+                candidates,
+            } => self.channels.add_remote(handle, &channel, candidates),
+            SessionEvent::Complete { .. } => {
+                self.complete = true;
+                debug!("receiver reported complete");
+            }
+            SessionEvent::Terminated { reason, .. } => {
+                let done = self.complete || (self.all_served() && !self.peer_sends_complete);
+                return Some(finish(reason, done, &self.peer));
+            }
+            SessionEvent::Offer { handle: other, .. } => {
+                // We are sending, not receiving.
+                let _ = self.sig.machine.reject(Instant::now(), other);
+            }
+        }
+        None
+    }
+
+    fn on_channel(&mut self, msg: ChannelMsg<ServeEvent>) -> Step {
+        if !self.channels.admit(&msg) {
+            return None;
+        }
+        match msg.event {
+            ChannelEvent::LocalCandidates(candidates) => {
+                if let Err(e) = self.sig.machine.send_candidates(
+                    Instant::now(),
+                    self.handle,
+                    &msg.name,
+                    candidates,
+                ) {
+                    debug!(%e, "cannot send candidates");
+                }
+            }
+            ChannelEvent::Connected(link) => {
+                info!(name = %msg.name, peer_is_gshare = link.peer_is_gshare, "transport connected");
+                self.peer_sends_complete |= link.peer_is_gshare;
+                let _ = self.sig.machine.transport_connected(self.handle);
+            }
+            ChannelEvent::Progress(ev) => self.on_serve(ev),
+            ChannelEvent::Failed(error) => {
+                if !self.complete {
+                    let _ = self.sig.machine.terminate(Instant::now(), self.handle);
+                    return Some(Err(Failure::new(
+                        Exit::TransferFailed,
+                        format!("the connection to {} failed: {error}", self.peer),
+                    )));
+                }
+            }
+            ChannelEvent::Finished => {}
+        }
+        None
+    }
+
+    fn on_serve(&mut self, ev: ServeEvent) {
+        match ev {
+            ServeEvent::Started { item } => {
+                if let Some(o) = self.offered.get(item) {
+                    self.bars.item_started(&self.report, &o.name, Some(o.size));
+                }
+            }
+            ServeEvent::Progress { item, bytes } => {
+                if let Some(s) = self.served.get_mut(item) {
+                    *s = bytes;
+                }
+                let sum = self.served.iter().sum();
+                if let Some(o) = self.offered.get(item) {
+                    self.bars
+                        .progress(&self.report, &o.name, bytes, Some(o.size), sum, self.total);
+                }
+            }
+            ServeEvent::Served { item, bytes } => {
+                if let Some(s) = self.served.get_mut(item) {
+                    *s = bytes;
+                }
+                if let Some(o) = self.offered.get(item) {
+                    self.report
+                        .event("item", json!({"name": o.name, "size": bytes}));
+                }
+                self.arm_lost_deadline();
+            }
+            ServeEvent::Failed { item, error } => {
+                let name = self
+                    .offered
+                    .get(item)
+                    .map(|o| o.name.as_str())
+                    .unwrap_or("?");
+                self.report.warn(format!("serving {name} failed: {error}"));
+            }
+            ServeEvent::NotFound { request } => {
+                debug!(%request, "answered 404");
+            }
+        }
+    }
+
+    async fn on_ctrl_c(&mut self) -> Step {
+        let _ = self.sig.machine.terminate(Instant::now(), self.handle);
+        self.sig.flush().await;
+        Some(Err(Failure::new(
+            Exit::Cancelled,
+            format!("cancelled; {} was told", self.peer),
+        )))
+    }
+
+    /// Stops the channels, reports the outcome and says goodbye.
+    async fn end(mut self, outcome: Result<(), Failure>) -> Result<(), Failure> {
+        self.channels.stop_all();
+        self.bars.finish(&self.report);
+        let bytes: u64 = self.served.iter().sum();
+        let elapsed = self.bars.elapsed();
+        match &outcome {
+            Ok(()) => {
+                self.report.say(format!(
+                    "Sent {} ({}) to {} in {:.1}s, {}",
+                    describe_items(&self.names),
+                    human_size(bytes),
+                    self.peer,
+                    elapsed.as_secs_f64(),
+                    human_rate(bytes, elapsed)
+                ));
+                self.report.event(
+                    "done",
+                    json!({"bytes": bytes, "seconds": elapsed.as_secs_f64()}),
+                );
+            }
+            Err(f) => self.report.event(
+                "failed",
+                json!({"reason": f.message, "exit": f.exit.code()}),
+            ),
+        }
+        self.sig.flush().await;
+        self.sig.xmpp.close().await;
+        outcome
+    }
 }
 
 /// Sleeps until `t`, or forever.
@@ -346,17 +460,6 @@ pub(super) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-fn forward_candidates(
-    channels: &HashMap<String, channel::Handle>,
-    name: &str,
-    candidates: Vec<Candidate>,
-) {
-    match channels.get(name) {
-        Some(h) => h.add_remote(candidates),
-        None => debug!(%name, "candidates for a channel we do not run"),
     }
 }
 
@@ -407,14 +510,5 @@ fn finish(reason: TerminateReason, all_served: bool, peer: &str) -> Result<(), F
         TerminateReason::LocalTerminate | TerminateReason::LocalReject => {
             Err(Failure::new(Exit::Cancelled, "cancelled"))
         }
-    }
-}
-
-/// `"a.txt"`, `"a.txt" and "b.txt"`, `3 items`.
-pub fn describe_items(names: &[String]) -> String {
-    match names {
-        [one] => format!("{one:?}"),
-        [a, b] => format!("{a:?} and {b:?}"),
-        many => format!("{} items", many.len()),
     }
 }

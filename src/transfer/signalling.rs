@@ -79,6 +79,8 @@ impl Signalling {
                             return Signal::PeerOffline(h);
                         }
                     }
+                    // Messages matter only to the upload method's receiver.
+                    Some(Incoming::Message(_)) => {}
                     Some(Incoming::Disconnected(e)) => {
                         self.lost = true;
                         return Signal::Lost(e);

@@ -263,16 +263,71 @@ fn unpack(
             received: sink.stats.content,
         });
     }
-    // One syncfs for the whole tree instead of an fsync per file.
-    if let Ok(root) = File::open(temp.path()) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: syncfs only reads the descriptor, which is open for the call's duration.
-        unsafe { libc::syncfs(root.as_raw_fd()) };
-    }
+    // The folder is placed only once its bytes are on disk.
+    sync_tree(temp.path()).map_err(|e| TarError::io("sync", temp.path(), e))?;
     Ok(Unpacked {
         temp,
         stats: sink.stats,
     })
+}
+
+/// Flushes everything written under `root` to disk. Linux: one `syncfs` for the filesystem
+/// instead of an fsync per file; its result is checked (a write-back error means data is lost).
+#[cfg(target_os = "linux")]
+fn sync_tree(root: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(root)?;
+    // SAFETY: syncfs only reads the descriptor, which is open for the call's duration.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Flushes everything written under `root` to disk: elsewhere, an fsync of every file and
+/// directory in the tree (children before their directory).
+#[cfg(not(target_os = "linux"))]
+fn sync_tree(root: &Path) -> io::Result<()> {
+    fsync_tree(root)
+}
+
+/// The portable [`sync_tree`], compiled everywhere so that it is tested on Linux too. Does not
+/// follow symbolic links (the unpacker makes none).
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn fsync_tree(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path)? {
+            fsync_tree(&entry?.path())?;
+        }
+    } else if !meta.is_file() {
+        return Ok(());
+    }
+    File::open(path)?.sync_all()
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    #[test]
+    fn trees_are_synced_and_failures_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/f"), b"data").unwrap();
+        fs::write(dir.path().join("g"), b"more").unwrap();
+        sync_tree(dir.path()).unwrap();
+        fsync_tree(dir.path()).unwrap();
+        let gone = dir.path().join("missing");
+        assert_eq!(
+            sync_tree(&gone).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            fsync_tree(&gone).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
 }
 
 /// Moves the unpacked folder into place. libjingle's layout (every entry under

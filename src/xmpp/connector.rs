@@ -157,7 +157,9 @@ impl ServerConnector for StartTlsConnector {
     }
 }
 
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, XmppError> {
+/// The trust every TLS connection of gshare uses (the XMPP stream and the
+/// HTTPS of the upload method): system roots, `--ca-file`, pinning.
+pub(crate) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, XmppError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();

@@ -14,9 +14,10 @@
 //! first failure and stops.
 
 mod connector;
+pub mod extdisco;
 mod presence;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,7 +27,8 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::jid::{BareJid, FullJid, Jid};
-use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::message::Message;
+use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
 use tokio_xmpp::xmlstream::{StreamHeader, Timeouts};
@@ -34,7 +36,11 @@ use tokio_xmpp::{Stanza, connect::ServerConnector};
 use tracing::{debug, info, trace, warn};
 
 pub use connector::StartTlsConnector;
-pub use presence::{CAPS_NODE, FEATURE_SHARE, NS_CAPS, ResourceInfo, caps_element};
+pub(crate) use connector::tls_config;
+pub use presence::{
+    CAPS_NODE, FEATURE_SHARE, MAX_ACCOUNTS, MAX_ANSWERED, MAX_RESOURCES_PER_ACCOUNT, NS_CAPS,
+    PresenceBook, ResourceInfo, ResourceTable, caps_element,
+};
 
 /// Errors of the XMPP layer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -104,6 +110,9 @@ pub enum Incoming {
     Iq(Box<Iq>),
     /// Any presence (the resource table is kept up to date already).
     Presence(Box<Presence>),
+    /// Any message (file announcements travel in messages: the upload
+    /// method, `src/upload`).
+    Message(Box<Message>),
     /// The connection is gone and will not come back.
     Disconnected(XmppError),
 }
@@ -134,7 +143,7 @@ pub struct Xmpp {
     share: bool,
     priority: i8,
     commands: mpsc::Sender<Command>,
-    resources: watch::Receiver<HashMap<FullJid, ResourceInfo>>,
+    resources: watch::Receiver<ResourceTable>,
 }
 
 impl Xmpp {
@@ -222,8 +231,12 @@ impl Xmpp {
 
         let (commands, command_rx) = mpsc::channel(64);
         let (incoming_tx, incoming_rx) = mpsc::channel(256);
-        let (resources_tx, resources) = watch::channel(HashMap::new());
+        let (resources_tx, resources) = watch::channel(ResourceTable::default());
         let (share, priority) = (options.share, options.priority);
+        let presence_allow = options
+            .presence_allow
+            .as_ref()
+            .map(|list| list.iter().cloned().collect());
         let mut task = Task {
             jid: jid.clone(),
             options,
@@ -231,7 +244,8 @@ impl Xmpp {
             incoming: incoming_tx,
             resources: resources_tx,
             pending_iqs: HashMap::new(),
-            answered_presence: Vec::new(),
+            presence_book: PresenceBook::default(),
+            presence_allow,
             outcome_rx,
             id_prefix: random_id(),
             next_id: 0,
@@ -310,7 +324,7 @@ impl Xmpp {
     /// and returns the best one (highest priority), or `None` after `wait`.
     pub async fn resolve_share_resource(&self, bare: &BareJid, wait: Duration) -> Option<FullJid> {
         let mut rx = self.resources.clone();
-        let pick = |map: &HashMap<FullJid, ResourceInfo>| presence::best_resource(map, bare);
+        let pick = |table: &ResourceTable| table.best(bare);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(j) = pick(&rx.borrow_and_update()) {
@@ -325,7 +339,7 @@ impl Xmpp {
 
     /// Is `jid` currently available (any presence seen and not withdrawn)?
     pub fn is_available(&self, jid: &FullJid) -> bool {
-        self.resources.borrow().contains_key(jid)
+        self.resources.borrow().contains(jid)
     }
 
     /// Sends unavailable presence and closes the stream.
@@ -430,11 +444,14 @@ struct Task {
     options: ConnectOptions,
     stream: StanzaStream,
     incoming: mpsc::Sender<Incoming>,
-    resources: watch::Sender<HashMap<FullJid, ResourceInfo>>,
+    resources: watch::Sender<ResourceTable>,
     /// IQs sent through [`Xmpp::iq`]: id → (addressee, waiter).
     pending_iqs: HashMap<String, (Option<Jid>, IqWaiter)>,
-    /// Full JIDs we already answered with directed presence.
-    answered_presence: Vec<FullJid>,
+    /// Whom we already answered with directed presence (bounded, see
+    /// [`MAX_ANSWERED`]); the resource table itself is in `resources`.
+    presence_book: PresenceBook,
+    /// `options.presence_allow` as a set (the user's list, not peer-driven).
+    presence_allow: Option<HashSet<BareJid>>,
     outcome_rx: mpsc::UnboundedReceiver<Result<(), XmppError>>,
     id_prefix: String,
     next_id: u64,
@@ -451,7 +468,7 @@ impl Task {
                     }
                     Some(Event::Stream(StreamEvent::Reset { bound_jid, .. })) => {
                         warn!(%bound_jid, "XMPP stream was re-established; session state may be lost");
-                        self.answered_presence.clear();
+                        self.presence_book.reset();
                         let p = presence::initial_presence(self.options.share, self.options.priority);
                         self.send(p).await;
                     }
@@ -529,61 +546,34 @@ impl Task {
         match stanza {
             Stanza::Iq(iq) => self.handle_iq(iq).await,
             Stanza::Presence(p) => self.handle_presence(p).await,
-            Stanza::Message(_) => {}
+            Stanza::Message(m) => self.forward(Incoming::Message(Box::new(m))).await,
         }
     }
 
     async fn handle_presence(&mut self, p: Presence) {
-        let Some(from) = p.from.clone() else { return };
-        let from_full = from.clone().try_into_full().ok();
-        match p.type_ {
-            PresenceType::None => {
-                if let Some(full) = &from_full {
-                    let info = presence::resource_info(&p);
-                    self.resources.send_modify(|m| {
-                        m.insert(full.clone(), info);
-                    });
-                    // Answer directed presence from someone else so that a
-                    // sender who is not subscribed to us can find us.
-                    if full.to_bare() != self.jid.to_bare()
-                        && !self.answered_presence.contains(full)
-                        && self.presence_allowed(&full.to_bare())
-                    {
-                        self.answered_presence.push(full.clone());
-                        let reply =
-                            presence::initial_presence(self.options.share, self.options.priority)
-                                .with_to(full.clone());
-                        self.send(reply).await;
-                    }
-                }
-            }
-            PresenceType::Unavailable => {
-                if let Some(full) = &from_full {
-                    self.resources.send_modify(|m| {
-                        m.remove(full);
-                    });
-                    self.answered_presence.retain(|j| j != full);
-                } else {
-                    let bare = from.to_bare();
-                    self.resources
-                        .send_modify(|m| m.retain(|k, _| k.to_bare() != bare));
-                }
-            }
-            PresenceType::Probe if self.presence_allowed(&from.to_bare()) => {
-                let reply = presence::initial_presence(self.options.share, self.options.priority)
-                    .with_to(from.clone());
-                self.send(reply).await;
-            }
-            _ => {}
+        if p.from.is_none() {
+            return;
+        }
+        let own = self.jid.to_bare();
+        let allow = &self.presence_allow;
+        let book = &mut self.presence_book;
+        let mut answer = None;
+        self.resources.send_if_modified(|table| {
+            let (changed, to) = book.observe(
+                table,
+                &own,
+                |bare| allow.as_ref().is_none_or(|set| set.contains(bare)),
+                &p,
+            );
+            answer = to;
+            changed
+        });
+        if let Some(to) = answer {
+            let reply =
+                presence::initial_presence(self.options.share, self.options.priority).with_to(to);
+            self.send(reply).await;
         }
         self.forward(Incoming::Presence(Box::new(p))).await;
-    }
-
-    fn presence_allowed(&self, bare: &BareJid) -> bool {
-        match &self.options.presence_allow {
-            None => true,
-            Some(list) => list.contains(bare),
-        }
     }
 
     async fn handle_iq(&mut self, iq: Iq) {

@@ -241,28 +241,9 @@ fn bind_loopback() -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// SplitMix64: tiny, seedable, good enough for loss decisions.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+// SplitMix64 for loss decisions: the library's seeded generator, the same
+// one the PseudoTCP simulator draws from.
+use gshare::pseudotcp::sim::Rng as SplitMix;
 
 /// What happens to one arriving packet in one direction (pure, for tests).
 #[derive(Debug, Clone, Copy, PartialEq)]

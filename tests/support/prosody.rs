@@ -15,8 +15,44 @@ pub const DOMAIN: &str = "localhost";
 
 pub struct Prosody {
     pub port: u16,
+    /// The HTTPS port of `mod_http_file_share`, when [`Options::upload`] is set.
+    pub https_port: Option<u16>,
+    options: Options,
     dir: tempfile::TempDir,
     child: Option<Child>,
+}
+
+/// What a test's server offers beyond login, presence and IQs (the default
+/// is the plain server `start` makes).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `mod_turn_external` (XEP-0215): `(host, port, secret)` of a TURN
+    /// server using the TURN REST shared secret.
+    pub turn_external: Option<(String, u16, String)>,
+    /// XEP-0363 HTTP File Upload: `upload.localhost` (`mod_http_file_share`)
+    /// on a loopback HTTPS port with the tests' own certificate; its links
+    /// are `https://localhost:PORT/…`.
+    pub upload: Option<Upload>,
+    /// Store messages for offline accounts (`mod_offline`).
+    pub offline: bool,
+}
+
+/// `mod_http_file_share` limits.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// `http_file_share_size_limit`, announced as `max-file-size`.
+    pub size_limit: u64,
+    /// `http_file_share_daily_quota` per account.
+    pub daily_quota: u64,
+}
+
+impl Default for Upload {
+    fn default() -> Self {
+        Upload {
+            size_limit: 64 << 20,
+            daily_quota: 1 << 30,
+        }
+    }
 }
 
 fn need(bin: &str) {
@@ -38,6 +74,11 @@ fn free_port() -> u16 {
 impl Prosody {
     /// Starts a server with these `(user, password)` accounts on `localhost`.
     pub fn start(accounts: &[(&str, &str)]) -> Prosody {
+        Self::start_with(accounts, Options::default())
+    }
+
+    /// [`Prosody::start`] with extra services.
+    pub fn start_with(accounts: &[(&str, &str)], options: Options) -> Prosody {
         need("prosody");
         need("prosodyctl");
         need("openssl");
@@ -67,8 +108,11 @@ impl Prosody {
             .expect("run openssl");
         assert!(status.success(), "openssl could not make a certificate");
         let port = free_port();
+        let https_port = options.upload.as_ref().map(|_| free_port());
         let mut p = Prosody {
             port,
+            https_port,
+            options,
             dir,
             child: None,
         };
@@ -86,25 +130,57 @@ impl Prosody {
 
     fn write_config(&self) {
         let d = self.dir.path().display();
+        let mut enabled = String::from(r#""roster"; "saslauth"; "tls"; "disco"; "ping"; "posix""#);
+        let mut disabled = String::from(r#""s2s"; "http"; "admin_shell"; "admin_socket""#);
+        if self.options.offline {
+            enabled.push_str(r#"; "offline""#);
+        }
+        let mut https = String::from("https_ports = { }\n");
+        let mut components = String::new();
+        if let (Some(up), Some(hp)) = (&self.options.upload, self.https_port) {
+            disabled = r#""s2s"; "admin_shell"; "admin_socket""#.into();
+            https = format!(
+                r#"https_ports = {{ {hp} }}
+https_interfaces = {{ "127.0.0.1" }}
+https_ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
+http_external_url = "https://{DOMAIN}:{hp}/"
+"#
+            );
+            components = format!(
+                r#"Component "upload.{DOMAIN}" "http_file_share"
+  http_host = "{DOMAIN}"
+  http_file_share_size_limit = {}
+  http_file_share_daily_quota = {}
+"#,
+                up.size_limit, up.daily_quota
+            );
+        }
+        let mut extra = String::new();
+        if let Some((host, port, secret)) = &self.options.turn_external {
+            enabled.push_str(r#"; "turn_external""#);
+            extra.push_str(&format!(
+                "turn_external_host = \"{host}\"\nturn_external_port = {port}\n\
+                 turn_external_secret = \"{secret}\"\n"
+            ));
+        }
         let cfg = format!(
             r#"run_as_root = true
 pidfile = "{d}/prosody.pid"
 data_path = "{d}/data"
 log = {{ debug = "{d}/prosody.log" }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix" }}
-modules_disabled = {{ "s2s"; "http"; "admin_shell"; "admin_socket" }}
+modules_enabled = {{ {enabled} }}
+modules_disabled = {{ {disabled} }}
 c2s_ports = {{ {port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
 component_ports = {{ }}
 http_ports = {{ }}
-https_ports = {{ }}
-c2s_require_encryption = true
+{https}c2s_require_encryption = true
 authentication = "internal_hashed"
 certificates = "{d}"
-VirtualHost "{DOMAIN}"
+{extra}VirtualHost "{DOMAIN}"
   ssl = {{ certificate = "{d}/cert.pem"; key = "{d}/key.pem" }}
-"#,
+{components}"#,
             port = self.port
         );
         std::fs::write(self.config_path(), cfg).expect("write prosody config");
@@ -136,8 +212,14 @@ VirtualHost "{DOMAIN}"
             .spawn()
             .expect("start prosody");
         self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let deadline = Instant::now() + Duration::from_secs(20);
+        for port in std::iter::once(self.port).chain(self.https_port) {
+            self.wait_listening(port, deadline);
+        }
+    }
+
+    fn wait_listening(&mut self, port: u16, deadline: Instant) {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("prosody exited with {status}: {}", self.log_tail());
@@ -174,6 +256,11 @@ VirtualHost "{DOMAIN}"
     /// `127.0.0.1:PORT`, for `--server`.
     pub fn server(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's private key (for a test's own HTTPS server posing as it).
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
     }
 
     /// The server's certificate, for `--ca-file`.
