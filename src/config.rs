@@ -36,6 +36,8 @@ pub struct ConfigFile {
     pub bind: Option<std::net::IpAddr>,
     /// `gshare receive`: how many transfers at once (`--max-concurrent`).
     pub max_concurrent: Option<usize>,
+    /// Refuse transfers that would not be encrypted (`--require-encryption`).
+    pub require_encryption: Option<bool>,
 }
 
 /// Why the settings do not work.
@@ -62,6 +64,8 @@ pub struct Settings {
     /// The config file's `max-concurrent`, for the receive command's
     /// default (its flag wins).
     pub max_concurrent: Option<usize>,
+    /// The config file's `require-encryption` (the flag can only add it).
+    pub require_encryption: bool,
 }
 
 /// Where the config file is looked for by default.
@@ -139,6 +143,7 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
         },
         bind: args.bind.or(file.bind),
         max_concurrent: file.max_concurrent,
+        require_encryption: file.require_encryption.unwrap_or(false),
     })
 }
 

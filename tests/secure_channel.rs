@@ -371,3 +371,94 @@ async fn a_refusal_is_found_through_wrapping_errors() {
     let unrelated = std::io::Error::other("connection reset");
     assert!(SecureError::refusal_in(&unrelated).is_none());
 }
+
+/// The channel's order (establish, then HTTP) over a real PseudoTCP pair,
+/// with the sender pinned to a fingerprint that is not the receiver's (as
+/// if the accept had been rewritten on the way): the handshake is refused,
+/// the HTTP server never runs, and the receiver gets no byte of the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_fingerprint_is_refused_before_any_file_byte() {
+    use gshare::http::{Catalog, Client, ServeEvent, request_path, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret.txt");
+    std::fs::write(&file, b"attack at dawn\n".repeat(1000)).unwrap();
+    let mut catalog = Catalog::new("/temporary/abc/");
+    catalog.push_file("secret.txt", &file, 15_000);
+    let catalog = Arc::new(catalog);
+
+    for sender_side_wrong in [true, false] {
+        let sender = Arc::new(Identity::generate().unwrap());
+        let receiver = Arc::new(Identity::generate().unwrap());
+        let impostor = Identity::generate().unwrap().fingerprint();
+        let (server_pin, client_pin) = if sender_side_wrong {
+            (impostor, sender.fingerprint())
+        } else {
+            (receiver.fingerprint(), impostor)
+        };
+        let (ua, ub) = udp_pair();
+        let accept = tokio::spawn(PseudoTcpStream::accept(ub, Config::default()));
+        let ptcp_client = PseudoTcpStream::connect(ua, Config::default())
+            .await
+            .unwrap();
+        let ptcp_server = accept.await.unwrap().unwrap();
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<ServeEvent>();
+        let server_p = Protection::Tls {
+            identity: sender.clone(),
+            peer: server_pin,
+            role: TlsRole::Server,
+        };
+        let client_p = Protection::Tls {
+            identity: receiver.clone(),
+            peer: client_pin,
+            role: TlsRole::Client,
+        };
+        let cat = catalog.clone();
+        let t = Duration::from_secs(10);
+        let server = tokio::spawn(async move {
+            let s = secure::establish(ptcp_server, &server_p, t).await?;
+            // Only reached after a good handshake.
+            let _ = serve(s, cat, events_tx).await;
+            Ok::<(), SecureError>(())
+        });
+        let client = async {
+            let s = secure::establish(ptcp_client, &client_p, t).await?;
+            let mut c = Client::handshake(s, "romeo@localhost".into())
+                .await
+                .map_err(|e| SecureError::refusal_in(&e).unwrap())?;
+            let path = request_path("/temporary/abc/", "secret.txt");
+            match c.get(&path).await {
+                Ok(mut r) => {
+                    let first = r.chunk().await;
+                    panic!(
+                        "the receiver got a response: {:?}",
+                        first.map(|c| c.map(|b| b.len()))
+                    )
+                }
+                Err(e) => Err(SecureError::refusal_in(&e).expect("a TLS verdict")),
+            }
+        };
+        let client: Result<(), SecureError> = client.await;
+        let server = server.await.unwrap();
+        if sender_side_wrong {
+            assert!(
+                matches!(server, Err(SecureError::FingerprintMismatch)),
+                "{server:?}"
+            );
+            assert!(
+                matches!(client, Err(SecureError::RefusedByPeer)),
+                "{client:?}"
+            );
+        } else {
+            assert!(
+                matches!(client, Err(SecureError::FingerprintMismatch)),
+                "{client:?}"
+            );
+            // The refused side learns of it from the alert or, if that is
+            // lost with the closing stream, from the handshake timeout; in
+            // the tool the receiver's terminate ends the session first.
+            assert!(server.is_err(), "{server:?}");
+        }
+        // The server never saw a request, let alone served a byte.
+        assert!(events_rx.try_recv().is_err());
+    }
+}

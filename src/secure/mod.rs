@@ -51,7 +51,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
@@ -88,6 +88,12 @@ pub enum SecureError {
     /// Any other handshake failure (transport error, protocol error).
     #[error("the encrypted connection to the peer could not be set up: {0}")]
     Handshake(io::Error),
+    /// A TLS record failed authentication: the data was altered on the way.
+    #[error(
+        "data from the peer failed its TLS authentication check: it was altered on the way, \
+         so the transfer was stopped"
+    )]
+    Tampered,
     /// The handshake did not finish in time.
     #[error("the encrypted connection to the peer could not be set up in {0} s")]
     Timeout(u64),
@@ -99,28 +105,19 @@ impl SecureError {
     /// before the server has checked the client certificate, so the
     /// receiver learns of a refusal on its first read: pass that error here.
     pub fn from_io(e: io::Error) -> SecureError {
-        let tls = e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        match tls {
-            Some(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )) => SecureError::FingerprintMismatch,
-            Some(rustls::Error::AlertReceived(
-                AlertDescription::AccessDenied
-                | AlertDescription::BadCertificate
-                | AlertDescription::CertificateUnknown,
-            )) => SecureError::RefusedByPeer,
-            _ => SecureError::Handshake(e),
+        match SecureError::refusal_in(&e) {
+            Some(verdict) => verdict,
+            None => SecureError::Handshake(e),
         }
     }
 }
 
 impl SecureError {
     /// Looks through an error's `source()` chain (hyper and io wrap it) for
-    /// a TLS refusal: our verifier's fingerprint mismatch, or the peer's
-    /// alert saying it refused our certificate. The receiver learns of the
-    /// latter only when its first HTTP request fails.
+    /// a TLS verdict worth a sentence of its own: our verifier's fingerprint
+    /// mismatch, the peer's alert saying it refused our certificate (the
+    /// receiver learns of it only when its first HTTP request fails), or a
+    /// record that failed authentication (altered on the path).
     pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<SecureError> {
         let mut next = Some(err);
         while let Some(e) = next {
@@ -138,6 +135,10 @@ impl SecureError {
                     | AlertDescription::BadCertificate
                     | AlertDescription::CertificateUnknown,
                 )) => return Some(SecureError::RefusedByPeer),
+                Some(rustls::Error::DecryptError) => return Some(SecureError::Tampered),
+                Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac)) => {
+                    return Some(SecureError::Tampered);
+                }
                 _ => {}
             }
             next = e.source();
@@ -523,9 +524,17 @@ impl<S> Stream<S> {
     }
 }
 
+/// What the server writes first inside TLS, and the client waits for: in
+/// TLS 1.3 the client finishes before the server has judged the client's
+/// certificate, so without it a refused receiver would only learn of it
+/// from a failed HTTP request. Only gshare peers ever see it.
+const READY: &[u8; 16] = b"gshare-secure-1\n";
+
 /// Sets up `protection` over `stream`: nothing for [`Protection::Plain`],
-/// the TLS handshake (bounded by `timeout`) otherwise. Nothing may be read
-/// or written by the caller before this returns.
+/// the TLS handshake plus the server's [`READY`] confirmation (all bounded
+/// by `timeout`) otherwise, so both sides know the other accepted its
+/// certificate. Nothing may be read or written by the caller before this
+/// returns.
 pub async fn establish<S>(
     stream: S,
     protection: &Protection,
@@ -544,8 +553,26 @@ where
     };
     let handshake = async {
         Ok(match role {
-            TlsRole::Server => Stream::Server(Box::new(accept(stream, identity, peer).await?)),
-            TlsRole::Client => Stream::Client(Box::new(connect(stream, identity, peer).await?)),
+            TlsRole::Server => {
+                let mut tls = accept(stream, identity, peer).await?;
+                tls.write_all(READY).await.map_err(SecureError::from_io)?;
+                tls.flush().await.map_err(SecureError::from_io)?;
+                Stream::Server(Box::new(tls))
+            }
+            TlsRole::Client => {
+                let mut tls = connect(stream, identity, peer).await?;
+                let mut got = [0u8; READY.len()];
+                tls.read_exact(&mut got)
+                    .await
+                    .map_err(SecureError::from_io)?;
+                if &got != READY {
+                    return Err(SecureError::Handshake(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer did not confirm the encrypted connection",
+                    )));
+                }
+                Stream::Client(Box::new(tls))
+            }
         })
     };
     tokio::time::timeout(timeout, handshake)

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::channel::{Link, Progress};
 use super::files::PartFile;
 use super::names::safe_file_name;
+use crate::secure::SecureError;
 use crate::session::{ItemKind, Manifest};
 
 /// Progress of a fetch job.
@@ -90,7 +91,12 @@ where
                 });
                 continue;
             }
-            Err(e) => return Err(format!("requesting {:?}: {e}", item.name)),
+            Err(e) => {
+                return Err(match SecureError::refusal_in(&e) {
+                    Some(tls) => tls.to_string(),
+                    None => format!("requesting {:?}: {e}", item.name),
+                });
+            }
         };
         send(FetchEvent::ItemStarted { index });
         let done = match (&job.output, item.kind) {
@@ -171,7 +177,10 @@ async fn next_chunk(
     name: &str,
 ) -> Result<Option<bytes::Bytes>, String> {
     match tokio::time::timeout(stall, response.chunk()).await {
-        Ok(r) => r.map_err(|e| format!("receiving {name:?}: {e}")),
+        Ok(r) => r.map_err(|e| match SecureError::refusal_in(&e) {
+            Some(tls) => format!("receiving {name:?}: {tls}"),
+            None => format!("receiving {name:?}: {e}"),
+        }),
         Err(_) => Err(format!(
             "receiving {name:?}: nothing arrived for {}s",
             stall.as_secs()

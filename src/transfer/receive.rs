@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
@@ -23,8 +24,10 @@ use super::report::{Reporter, TransferReport, describe_items, human_rate, human_
 use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, ReceiveOptions, login};
 use crate::config::Settings;
+use crate::secure::{Identity, TlsRole};
 use crate::session::{
-    self, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager, TerminateReason,
+    self, Extension, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager,
+    TerminateReason,
 };
 use crate::xmpp::ConnectOptions;
 
@@ -38,6 +41,10 @@ struct Transfer {
     all_done: bool,
     failure: Option<String>,
     bars: TransferReport,
+    /// The sender's `<secure>` extension, from its offer.
+    extension: Option<Extension>,
+    /// Declined because it would not be encrypted (`--require-encryption`).
+    refused: Option<Failure>,
 }
 
 /// Runs `gshare receive`.
@@ -134,6 +141,8 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         decisions: decision_tx,
         prompting: None,
         last_error: None,
+        require_encryption: opts.common.require_encryption || settings.require_encryption,
+        no_encryption: opts.common.no_encryption,
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -175,6 +184,10 @@ struct Receiver {
     prompting: Option<SessionHandle>,
     /// The last transfer that failed (the run's exit code without --once).
     last_error: Option<Failure>,
+    /// `--require-encryption` or the config key: decline classic offers.
+    require_encryption: bool,
+    /// Hidden `--no-encryption`: answer without a certificate (benchmarks).
+    no_encryption: bool,
 }
 
 /// `Some(outcome)` ends the run.
@@ -207,9 +220,10 @@ impl Receiver {
                     from,
                     manifest,
                     source_path,
+                    extension,
                     ..
                 } => {
-                    self.on_offer(handle, from, manifest, source_path);
+                    self.on_offer(handle, from, manifest, source_path, extension);
                     None
                 }
                 SessionEvent::RemoteCandidates {
@@ -253,6 +267,7 @@ impl Receiver {
         from: Jid,
         manifest: Manifest,
         source_path: String,
+        extension: Option<Extension>,
     ) {
         let what = describe_offer(&manifest);
         if !allowed(&self.allow, &from) {
@@ -303,8 +318,33 @@ impl Receiver {
                 source_path,
                 all_done: false,
                 failure: None,
+                refused: None,
+                extension,
             },
         );
+        let can_encrypt = self
+            .transfers
+            .get(&handle)
+            .and_then(|t| t.extension.as_ref())
+            .is_some_and(|e| e.fingerprint.is_some());
+        if !can_encrypt && self.require_encryption {
+            let why = "it would not be encrypted (the sender is not gshare, or encryption is off \
+                       there) and encryption is required";
+            self.report
+                .say(format!("Declined {what} from {from}: {why}"));
+            self.report.event(
+                "rejected",
+                json!({"from": from.to_string(), "reason": "not encrypted"}),
+            );
+            if let Some(t) = self.transfers.get_mut(&handle) {
+                t.refused = Some(Failure::new(
+                    Exit::NotEncrypted,
+                    format!("declined the offer from {from}: {why}"),
+                ));
+            }
+            let _ = self.sig.machine.reject(Instant::now(), handle);
+            return;
+        }
         if self.auto_accept {
             let _ = self.decisions.send((handle, true));
         } else if prompt {
@@ -332,16 +372,43 @@ impl Receiver {
             let _ = self.sig.machine.reject(now, handle);
             return None;
         }
-        if let Err(e) = self.sig.machine.accept(now, handle) {
+        // A fresh certificate for this transfer when the sender offered
+        // one of its own (src/secure says why per session).
+        let identity = match t.extension.as_ref().and_then(|e| e.fingerprint) {
+            Some(_) if !self.no_encryption => match Identity::generate() {
+                Ok(i) => Some(Arc::new(i)),
+                Err(e) => {
+                    t.failure = Some(e.to_string());
+                    let _ = self.sig.machine.terminate(now, handle);
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let negotiated =
+            Negotiated::secure(identity.as_ref(), t.extension.as_ref(), TlsRole::Client);
+        let ours = Extension {
+            fingerprint: identity.as_ref().map(|i| i.fingerprint()),
+            ..Extension::default()
+        };
+        if let Err(e) = self.sig.machine.accept_with(now, handle, Some(ours)) {
             debug!(%e, "cannot accept (the offer is gone?)");
             return None;
         }
+        let security = negotiated.describe_security();
         self.report.say(format!(
-            "Receiving {} from {}",
+            "Receiving {} from {} ({security})",
             describe_offer(&t.manifest),
             t.peer
         ));
-        t.bars.event(&self.report, "accepted", json!({}));
+        if !negotiated.protection.is_encrypted() {
+            self.report.warn(format!(
+                "the transfer from {} is not encrypted: the sender does not support it",
+                t.peer
+            ));
+        }
+        t.bars
+            .event(&self.report, "accepted", negotiated.security_json().into());
         t.bars.start(&self.report, t.manifest.total_size());
         let name = match self.sig.machine.open_channel(now, handle) {
             Ok(n) => n,
@@ -361,7 +428,7 @@ impl Receiver {
         self.channels.start(
             handle,
             self.spec.clone().named(&name),
-            Negotiated::default(),
+            negotiated,
             self.ctl.clone(),
             move |stream, link, progress| super::fetch::fetch(stream, link, job, progress),
         );
@@ -610,6 +677,9 @@ fn ask(question: &str) -> bool {
 /// How a received session ended, for the exit code.
 fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
     let bytes: u64 = a.received.iter().sum();
+    if let Some(f) = &a.refused {
+        return Err(Failure::new(f.exit, f.message.clone()));
+    }
     if a.all_done
         && matches!(
             reason,

@@ -19,8 +19,10 @@ use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, SendOptions, login, parse_target, resolve_target};
 use crate::config::Settings;
 use crate::http::{Catalog, ServeEvent};
+use crate::secure::{Identity, TlsRole};
 use crate::session::{
-    self, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager, TerminateReason,
+    self, Extension, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager,
+    TerminateReason,
 };
 use crate::xmpp::ConnectOptions;
 
@@ -139,9 +141,22 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     };
     let machine = SessionManager::new(xmpp.jid().clone(), config);
     let mut sig = Signalling::new(xmpp.clone(), incoming, machine);
+    // A fresh key and certificate for this transfer (src/secure says why
+    // per session); its fingerprint goes into our `<secure>` extension.
+    let identity = if opts.common.no_encryption {
+        None
+    } else {
+        Some(Arc::new(
+            Identity::generate().map_err(|e| Failure::new(Exit::Failure, e.to_string()))?,
+        ))
+    };
+    let extension = Extension {
+        fingerprint: identity.as_ref().map(|i| i.fingerprint()),
+        ..Extension::default()
+    };
     let handle = sig
         .machine
-        .initiate(Instant::now(), peer.clone(), manifest)
+        .initiate_with(Instant::now(), peer.clone(), manifest, Some(extension))
         .map_err(|e| Failure::new(Exit::Failure, format!("cannot offer: {e}")))?;
     let source_path = sig
         .machine
@@ -188,6 +203,9 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
         complete: false,
         peer_sends_complete: false,
         lost_deadline: None,
+        identity,
+        require_encryption: opts.common.require_encryption || settings.require_encryption,
+        negotiated: Negotiated::default(),
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -232,6 +250,12 @@ struct Sender {
     peer_sends_complete: bool,
     /// Set once the XMPP connection is lost and every byte is out.
     lost_deadline: Option<tokio::time::Instant>,
+    /// Our certificate for this transfer (`None` with `--no-encryption`).
+    identity: Option<Arc<Identity>>,
+    /// `--require-encryption` or the config key.
+    require_encryption: bool,
+    /// Set from the receiver's accept; every channel uses it.
+    negotiated: Negotiated,
 }
 
 /// `Some(outcome)` ends the job.
@@ -297,10 +321,33 @@ impl Sender {
 
     fn on_session(&mut self, ev: SessionEvent) -> Step {
         match ev {
-            SessionEvent::Accepted { .. } => {
-                self.report.say(format!("{} accepted", self.peer));
+            SessionEvent::Accepted { extension, .. } => {
+                self.negotiated =
+                    Negotiated::secure(self.identity.as_ref(), extension.as_ref(), TlsRole::Server);
+                let encrypted = self.negotiated.protection.is_encrypted();
+                if !encrypted && self.require_encryption {
+                    // Before any channel exists: not a byte has moved.
+                    let _ = self.sig.machine.terminate(Instant::now(), self.handle);
+                    return Some(Err(Failure::new(
+                        Exit::NotEncrypted,
+                        format!(
+                            "{} cannot encrypt the transfer (not gshare, or encryption is off                              there); nothing was sent because encryption is required",
+                            self.peer
+                        ),
+                    )));
+                }
+                let security = self.negotiated.describe_security();
                 self.report
-                    .event("accepted", json!({"peer": self.peer.clone()}));
+                    .say(format!("{} accepted ({security})", self.peer));
+                if !encrypted {
+                    self.report.warn(format!(
+                        "the transfer to {} is not encrypted: the peer does not support it",
+                        self.peer
+                    ));
+                }
+                let mut fields = self.negotiated.security_json();
+                fields.insert("peer".into(), self.peer.clone().into());
+                self.report.event("accepted", fields.into());
                 self.bars.start(&self.report, self.total);
             }
             SessionEvent::ChannelRequested { name, .. } => {
@@ -309,7 +356,7 @@ impl Sender {
                 self.channels.start(
                     self.handle,
                     self.spec.clone().named(&name),
-                    Negotiated::default(),
+                    self.negotiated.clone(),
                     self.ctl.clone(),
                     move |stream, link, progress| {
                         super::serve::serve(stream, link, catalog, progress)
