@@ -189,7 +189,8 @@ resource = "laptop"
 password-command = "pass show xmpp"
 stun = ["stun.example.net:3478"]
 bind = "192.0.2.1"
-max-concurrent = 2"#,
+max-concurrent = 2
+require-encryption = true"#,
         )
         .unwrap();
         assert_eq!(c.jid.as_deref(), Some("romeo@montague.lit"));
@@ -197,6 +198,7 @@ max-concurrent = 2"#,
         assert_eq!(c.password_command.as_deref(), Some("pass show xmpp"));
         assert_eq!(c.bind, Some([192, 0, 2, 1].into()));
         assert_eq!(c.max_concurrent, Some(2));
+        assert_eq!(c.require_encryption, Some(true));
     }
 
     #[test]

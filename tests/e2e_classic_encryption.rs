@@ -231,3 +231,70 @@ async fn send_with_require_encryption_cancels_after_a_classic_accept() {
     assert_eq!(code, 8, "{err}");
     assert!(err.contains("encryption is required"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_offer_gets_the_classic_accept_without_secure() {
+    let p = Prosody::start(&[ROMEO, JULIET]);
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = p.gshare(JULIET.0, JULIET.1);
+    cmd.args(["receive", "--auto-accept", "--once", "--json", "-o"])
+        .arg(out.path());
+    let mut gshare = spawn(cmd);
+    let mut lines = BufReader::new(gshare.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(STEP, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(ready.contains("\"ready\""), "{ready}");
+    let mut seed = Seed::login(&p, ROMEO).await;
+    let juliet_bare = BareJid::new(&Prosody::jid(JULIET.0)).unwrap();
+    seed.xmpp.announce_to(&juliet_bare).await.unwrap();
+    let juliet: FullJid = seed
+        .xmpp
+        .resolve_share_resource(&juliet_bare, STEP)
+        .await
+        .unwrap();
+    let romeo = seed.xmpp.jid().to_string();
+    let to = Jid::from(juliet.clone());
+    seed.set(
+        &to,
+        &format!(
+            r#"<session xmlns="{NS_SESSION}" type="initiate" id="purple2" initiator="{romeo}"><description xmlns="{NS_SHARE}"><manifest><file size="1000"><name>a.bin</name></file></manifest><protocol><http><url name="source-path">/temporary/abc/</url><url name="preview-path">/temporary/def/</url></http></protocol></description><transport xmlns="{NS_P2P}"/></session>"#
+        ),
+    )
+    .await;
+    let accept = loop {
+        let (_, s) = seed.next_session(STEP).await.expect("an accept");
+        if s.attr("type") == Some("accept") {
+            break s;
+        }
+    };
+    let desc = accept.get_child("description", NS_SHARE).unwrap();
+    // Exactly the LJ04 answer: <manifest/> and <protocol><http/></protocol>.
+    let children: Vec<&str> = desc.children().map(|c| c.name()).collect();
+    assert_eq!(children, ["manifest", "protocol"], "{}", String::from(desc));
+    assert!(String::from(&accept).find(NS_SECURE).is_none());
+    // The JSON says it is not encrypted.
+    let accepted = loop {
+        let l = tokio::time::timeout(STEP, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if l.contains("\"accepted\"") {
+            break l;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&accepted).unwrap();
+    assert_eq!(v["encrypted"], false, "{v}");
+    seed.set(
+        &to,
+        &format!(
+            r#"<session xmlns="{NS_SESSION}" type="terminate" id="purple2" initiator="{romeo}"/>"#
+        ),
+    )
+    .await;
+    let (_, err) = exit_and_stderr(gshare).await;
+    assert_eq!(err.matches("is not encrypted").count(), 1, "{err}");
+}

@@ -387,11 +387,13 @@ impl Receiver {
         };
         let negotiated =
             Negotiated::secure(identity.as_ref(), t.extension.as_ref(), TlsRole::Client);
-        let ours = Extension {
+        // A classic sender gets exactly the classic accept: the extension
+        // answers only an offer that carried one.
+        let ours = t.extension.as_ref().map(|_| Extension {
             fingerprint: identity.as_ref().map(|i| i.fingerprint()),
             ..Extension::default()
-        };
-        if let Err(e) = self.sig.machine.accept_with(now, handle, Some(ours)) {
+        });
+        if let Err(e) = self.sig.machine.accept_with(now, handle, ours) {
             debug!(%e, "cannot accept (the offer is gone?)");
             return None;
         }
