@@ -368,6 +368,9 @@ struct Ctx {
     ssh: Option<SshSetup>,
     serial: u32,
     perf: Option<PathBuf>,
+    /// The next gshare sender offers no certificate (hidden
+    /// `--no-encryption`): the plaintext row of the same run.
+    plaintext: bool,
 }
 
 impl Ctx {
@@ -441,6 +444,9 @@ impl Ctx {
     fn sender(&mut self, file: &Path, advertise: Option<std::net::SocketAddr>) -> Result<Proc> {
         let mut c = self.gshare(ROMEO);
         c.args(["send", "--json", "--bind", "127.0.0.1"]);
+        if self.plaintext {
+            c.arg("--no-encryption");
+        }
         if let Some(a) = advertise {
             c.arg("--advertise").arg(a.to_string());
         }
@@ -917,8 +923,11 @@ fn make_input(work: &Path, name: &str, size: u64, seed: u64) -> Result<Input> {
 
 #[derive(Default)]
 struct Loopback {
-    /// Per peer: runs in round order.
+    /// Per peer: runs in round order. `gshare` is encrypted (TLS 1.3, the
+    /// default between gshare peers); `plain` the same transfer with the
+    /// sender's hidden `--no-encryption`.
     gshare: Vec<Run>,
+    plain: Vec<Run>,
     tcp: Vec<Run>,
     nice: Vec<Run>,
     scp: Vec<Run>,
@@ -947,8 +956,14 @@ fn run_loopback(ctx: &mut Ctx, o: &Opts, bulk: &Input, small: Option<&Input>) ->
             size_label(bulk.size)
         ));
         let r = gshare_transfer(ctx, &bulk.path, &bulk.sha, None, budget)?;
-        progress(&format!("  gshare {:.1} MB/s", r.rate()));
+        progress(&format!("  gshare (encrypted) {:.1} MB/s", r.rate()));
         lb.gshare.push(r);
+        ctx.plaintext = true;
+        let r = gshare_transfer(ctx, &bulk.path, &bulk.sha, None, budget);
+        ctx.plaintext = false;
+        let r = r?;
+        progress(&format!("  gshare (plaintext) {:.1} MB/s", r.rate()));
+        lb.plain.push(r);
         let r = tcp_transfer(ctx, &bulk.path, &bulk.sha)?;
         progress(&format!("  kernel TCP {:.1} MB/s", r.rate()));
         lb.tcp.push(r);
@@ -1313,6 +1328,7 @@ fn run() -> Result<i32> {
         ssh,
         serial: 0,
         perf: o.perf.clone(),
+        plaintext: false,
     };
 
     // Sections 1..=5 in print order, whatever order they run in.
@@ -1545,6 +1561,7 @@ fn report_loopback(
         let mut rows = Vec::new();
         for (name, runs) in [
             ("gshare", g),
+            ("gshare, plaintext", &lb.plain),
             ("kernel TCP (ceiling)", &lb.tcp),
             ("libnice PseudoTCP", &lb.nice),
             ("scp (OpenSSH)", &lb.scp),
@@ -1602,6 +1619,14 @@ fn report_loopback(
         js["loopback"] = json!({"file_bytes": sizes.bulk, "peers": rows});
         let vs_nice = ratio_med(&lb.nice);
         let vs_tcp = ratio_med(&lb.tcp);
+        let vs_plain = ratio_med(&lb.plain);
+        targets.push(target(
+            "loopback: encrypted gshare ≥ 80 % of plaintext gshare (same run)",
+            vs_plain * 100.0,
+            80.0,
+            true,
+            format!("{:.1} %", vs_plain * 100.0),
+        ));
         targets.push(target(
             "loopback: gshare ≥ 10× libnice PseudoTCP",
             vs_nice,
@@ -1751,6 +1776,13 @@ fn report_wan(cases: &[WanCase], report: &mut String, targets: &mut Vec<Target>,
                 "WAN 0 % loss: gshare ≥ 80 % of link capacity",
                 gr / link * 100.0,
                 80.0,
+                true,
+                format!("{:.1} % ({gr:.2} of {link:.2} MB/s)", gr / link * 100.0),
+            ));
+            targets.push(target(
+                "WAN 0 % loss: encrypted gshare ≥ 95 % of link capacity",
+                gr / link * 100.0,
+                95.0,
                 true,
                 format!("{:.1} % ({gr:.2} of {link:.2} MB/s)", gr / link * 100.0),
             ));

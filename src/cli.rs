@@ -82,6 +82,21 @@ pub struct GlobalArgs {
     /// between the peers; checks still use our usernames).
     #[arg(long, global = true, hide = true, value_name = "IP:PORT")]
     pub advertise: Option<std::net::SocketAddr>,
+    /// Refuse transfers that would not be encrypted: a classic peer
+    /// (libjingle, gabble, libnice) is declined when receiving and cancelled
+    /// when sending, before any file byte moves (exit 8). Also: config file
+    /// `require-encryption = true`.
+    #[arg(long, global = true)]
+    pub require_encryption: bool,
+    /// Do not offer encryption to a gshare peer (benchmarks compare
+    /// plaintext and TLS in the same run).
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        conflicts_with = "require_encryption"
+    )]
+    pub no_encryption: bool,
     /// Session timeout in seconds: no answer, no accept or no working path
     /// within it ends the session.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 50)]
@@ -209,7 +224,9 @@ Exit codes:
   5  declined by the peer
   6  cancelled (Ctrl-C here, or cancelled by the peer)
   7  transfer failed or could not be verified (nothing saved under the final name),
-     or the upload was refused (file too large, quota) or broke off";
+     or the upload was refused (file too large, quota) or broke off
+  8  not encrypted: --require-encryption and the peer does not support encryption,
+     or only the upload method was left (nothing was sent)";
 
 impl GlobalArgs {
     /// The account flags, for [`config::resolve`].
@@ -238,6 +255,8 @@ impl GlobalArgs {
             advertise: self.advertise,
             json: self.json,
             quiet: self.quiet,
+            require_encryption: self.require_encryption,
+            no_encryption: self.no_encryption,
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct ConfigFile {
     pub turn_password_file: Option<PathBuf>,
     /// TURN password command (`--turn-password-command`).
     pub turn_password_command: Option<String>,
+    /// Refuse transfers that would not be encrypted (`--require-encryption`).
+    pub require_encryption: Option<bool>,
 }
 
 /// A size in the config file: a number of bytes or a text like `"2G"`.
@@ -123,6 +125,8 @@ pub struct Settings {
     /// The user's TURN server; the XMPP server's (XEP-0215) are added at
     /// login.
     pub turn: Option<TurnSettings>,
+    /// The config file's `require-encryption` (the flag can only add it).
+    pub require_encryption: bool,
 }
 
 /// Where the config file is looked for by default.
@@ -228,6 +232,7 @@ pub fn resolve(args: &Flags) -> Result<Settings, ConfigError> {
         max_size,
         no_resume: file.no_resume.unwrap_or(false),
         resume_max_age,
+        require_encryption: file.require_encryption.unwrap_or(false),
     })
 }
 
@@ -368,7 +373,8 @@ password-command = "pass show xmpp"
 stun = ["stun.example.net:3478"]
 bind = "192.0.2.1"
 max-concurrent = 2
-max-size = "2G""#,
+max-size = "2G"
+require-encryption = true"#,
         )
         .unwrap();
         assert_eq!(c.jid.as_deref(), Some("romeo@montague.lit"));
@@ -376,6 +382,7 @@ max-size = "2G""#,
         assert_eq!(c.password_command.as_deref(), Some("pass show xmpp"));
         assert_eq!(c.bind, Some([192, 0, 2, 1].into()));
         assert_eq!(c.max_concurrent, Some(2));
+        assert_eq!(c.require_encryption, Some(true));
         assert!(matches!(c.max_size, Some(SizeSetting::Text(ref t)) if t == "2G"));
         let n: ConfigFile = toml::from_str("max-size = 1000").unwrap();
         assert!(matches!(n.max_size, Some(SizeSetting::Bytes(1000))));

@@ -556,3 +556,47 @@ fn an_upload_broken_mid_way_exits_7() {
     assert!(err.contains("the upload of big.bin failed after "), "{err}");
     assert!(!seen.iter().any(|l| l.contains("\"item\"")), "{seen:#?}");
 }
+
+#[test]
+fn require_encryption_rules_the_upload_method_out_on_both_sides() {
+    let p = server(64 * MIB);
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("secret.txt");
+    write_random(&f, 4096, 8);
+    // --method upload: refused before login, nothing stored.
+    let sent = send(&p, &[&f], &["--method", "upload", "--require-encryption"]);
+    let err = String::from_utf8_lossy(&sent.stderr).into_owned();
+    assert_eq!(sent.status.code(), Some(8), "{err}");
+    assert!(err.contains("encryption is required"), "{err}");
+    assert!(event(&events(&sent), "offer").is_empty());
+    // The automatic fallback for an offline recipient: exit 8, no upload.
+    let sent = send(&p, &[&f], &["--wait", "1", "--require-encryption"]);
+    let err = String::from_utf8_lossy(&sent.stderr).into_owned();
+    assert_eq!(sent.status.code(), Some(8), "{err}");
+    assert!(event(&events(&sent), "item").is_empty(), "{err}");
+    // A receiver that requires encryption ignores an announced link (sent
+    // here by an upload without the flag) and keeps nothing.
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = Receiver::start(
+        &p,
+        out.path(),
+        &[
+            "--auto-accept",
+            "--from",
+            "romeo@localhost",
+            "--require-encryption",
+        ],
+    );
+    let sent = send(&p, &[&f], &["--method", "upload"]);
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    recv.wait_for("\"rejected\"", 1, Duration::from_secs(30));
+    let seen = recv.stop();
+    let rejected = seen.iter().find(|l| l.contains("\"rejected\"")).unwrap();
+    assert!(rejected.contains("not encrypted"), "{rejected}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

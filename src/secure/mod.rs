@@ -24,6 +24,12 @@
 //! Settings that matter: TLS 1.3 only; no session tickets, no resumption
 //! and no 0-RTT data (nothing replayable); SNI is not sent.
 //!
+//! For the job layer: [`Protection`] says how a channel is protected
+//! (plaintext for classic peers, TLS with a role and a pinned fingerprint
+//! between gshare peers) and [`establish`] turns the PseudoTCP stream into a
+//! [`Stream`] before HTTP runs over it, so the sender's server cannot serve
+//! a byte before the handshake has completed.
+//!
 //! [`short_code`] derives a code from both fingerprints that two people can
 //! read to each other to detect an XMPP server that rewrote both.
 //!
@@ -31,7 +37,10 @@
 //! built-in "accept this one fingerprint" verifier; webpki's need a CA).
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -42,7 +51,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
@@ -79,6 +88,15 @@ pub enum SecureError {
     /// Any other handshake failure (transport error, protocol error).
     #[error("the encrypted connection to the peer could not be set up: {0}")]
     Handshake(io::Error),
+    /// A TLS record failed authentication: the data was altered on the way.
+    #[error(
+        "data from the peer failed its TLS authentication check: it was altered on the way, \
+         so the transfer was stopped"
+    )]
+    Tampered,
+    /// The handshake did not finish in time.
+    #[error("the encrypted connection to the peer could not be set up in {0} s")]
+    Timeout(u64),
 }
 
 impl SecureError {
@@ -87,20 +105,45 @@ impl SecureError {
     /// before the server has checked the client certificate, so the
     /// receiver learns of a refusal on its first read: pass that error here.
     pub fn from_io(e: io::Error) -> SecureError {
-        let tls = e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        match tls {
-            Some(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )) => SecureError::FingerprintMismatch,
-            Some(rustls::Error::AlertReceived(
-                AlertDescription::AccessDenied
-                | AlertDescription::BadCertificate
-                | AlertDescription::CertificateUnknown,
-            )) => SecureError::RefusedByPeer,
-            _ => SecureError::Handshake(e),
+        match SecureError::refusal_in(&e) {
+            Some(verdict) => verdict,
+            None => SecureError::Handshake(e),
         }
+    }
+}
+
+impl SecureError {
+    /// Looks through an error's `source()` chain (hyper and io wrap it) for
+    /// a TLS verdict worth a sentence of its own: our verifier's fingerprint
+    /// mismatch, the peer's alert saying it refused our certificate (the
+    /// receiver learns of it only when its first HTTP request fails), or a
+    /// record that failed authentication (altered on the path).
+    pub fn refusal_in(err: &(dyn std::error::Error + 'static)) -> Option<SecureError> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+                e.downcast_ref::<io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            match tls {
+                Some(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                )) => return Some(SecureError::FingerprintMismatch),
+                Some(rustls::Error::AlertReceived(
+                    AlertDescription::AccessDenied
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::CertificateUnknown,
+                )) => return Some(SecureError::RefusedByPeer),
+                Some(rustls::Error::DecryptError) => return Some(SecureError::Tampered),
+                Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac)) => {
+                    return Some(SecureError::Tampered);
+                }
+                _ => {}
+            }
+            next = e.source();
+        }
+        None
     }
 }
 
@@ -371,6 +414,236 @@ where
         .map_err(SecureError::from_io)
 }
 
+/// Our side of the TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRole {
+    /// The sender (it runs the HTTP server).
+    Server,
+    /// The receiver (HTTP client).
+    Client,
+}
+
+/// How one channel's stream is protected. Two values are equal when they
+/// use the same certificates in the same role.
+#[derive(Debug, Clone, Default)]
+pub enum Protection {
+    /// A classic peer: the stream stays plaintext, byte for byte as today.
+    #[default]
+    Plain,
+    /// Both ends are gshare: TLS 1.3 with the peer's certificate pinned.
+    Tls {
+        /// Our key and certificate (one per session).
+        identity: Arc<Identity>,
+        /// SHA-256 of the peer's certificate, from its `<secure>`.
+        peer: [u8; 32],
+        /// Which end of the handshake we are.
+        role: TlsRole,
+    },
+}
+
+impl Protection {
+    /// True unless [`Protection::Plain`].
+    pub fn is_encrypted(&self) -> bool {
+        !matches!(self, Protection::Plain)
+    }
+
+    /// (ours, peer's) certificate fingerprints when encrypted.
+    pub fn fingerprints(&self) -> Option<([u8; 32], [u8; 32])> {
+        match self {
+            Protection::Plain => None,
+            Protection::Tls { identity, peer, .. } => Some((identity.fingerprint(), *peer)),
+        }
+    }
+
+    /// The code to read aloud ([`short_code`], sender's fingerprint first)
+    /// when encrypted.
+    pub fn short_code(&self) -> Option<String> {
+        match self {
+            Protection::Plain => None,
+            Protection::Tls {
+                identity,
+                peer,
+                role: TlsRole::Server,
+            } => Some(short_code(&identity.fingerprint(), peer)),
+            Protection::Tls {
+                identity,
+                peer,
+                role: TlsRole::Client,
+            } => Some(short_code(peer, &identity.fingerprint())),
+        }
+    }
+}
+
+impl PartialEq for Protection {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Protection::Plain, Protection::Plain) => true,
+            (
+                Protection::Tls {
+                    identity: a,
+                    peer: pa,
+                    role: ra,
+                },
+                Protection::Tls {
+                    identity: b,
+                    peer: pb,
+                    role: rb,
+                },
+            ) => a.fingerprint() == b.fingerprint() && pa == pb && ra == rb,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Protection {}
+
+/// A channel's byte stream after [`establish`]: plaintext or TLS.
+#[derive(Debug)]
+pub enum Stream<S> {
+    /// Classic peer.
+    Plain(S),
+    /// Sender side of TLS.
+    Server(Box<ServerTlsStream<S>>),
+    /// Receiver side of TLS.
+    Client(Box<ClientTlsStream<S>>),
+}
+
+impl<S> Stream<S> {
+    /// The transport underneath (e.g. the PseudoTCP stream).
+    pub fn transport(&self) -> &S {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Server(t) => t.get_ref().0,
+            Stream::Client(t) => t.get_ref().0,
+        }
+    }
+
+    /// True for the TLS variants.
+    pub fn is_encrypted(&self) -> bool {
+        !matches!(self, Stream::Plain(_))
+    }
+}
+
+/// What the server writes first inside TLS, and the client waits for: in
+/// TLS 1.3 the client finishes before the server has judged the client's
+/// certificate, so without it a refused receiver would only learn of it
+/// from a failed HTTP request. Only gshare peers ever see it.
+const READY: &[u8; 16] = b"gshare-secure-1\n";
+
+/// Sets up `protection` over `stream`: nothing for [`Protection::Plain`],
+/// the TLS handshake plus the server's [`READY`] confirmation (all bounded
+/// by `timeout`) otherwise, so both sides know the other accepted its
+/// certificate. Nothing may be read or written by the caller before this
+/// returns.
+pub async fn establish<S>(
+    stream: S,
+    protection: &Protection,
+    timeout: Duration,
+) -> Result<Stream<S>, SecureError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (identity, peer, role) = match protection {
+        Protection::Plain => return Ok(Stream::Plain(stream)),
+        Protection::Tls {
+            identity,
+            peer,
+            role,
+        } => (identity, *peer, *role),
+    };
+    let handshake = async {
+        Ok(match role {
+            TlsRole::Server => {
+                let mut tls = accept(stream, identity, peer).await?;
+                tls.write_all(READY).await.map_err(SecureError::from_io)?;
+                tls.flush().await.map_err(SecureError::from_io)?;
+                Stream::Server(Box::new(tls))
+            }
+            TlsRole::Client => {
+                let mut tls = connect(stream, identity, peer).await?;
+                let mut got = [0u8; READY.len()];
+                tls.read_exact(&mut got)
+                    .await
+                    .map_err(SecureError::from_io)?;
+                if &got != READY {
+                    return Err(SecureError::Handshake(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer did not confirm the encrypted connection",
+                    )));
+                }
+                Stream::Client(Box::new(tls))
+            }
+        })
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| SecureError::Timeout(timeout.as_secs()))?
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Server(t) => t.is_write_vectored(),
+            Stream::Client(t) => t.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_flush(cx),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Server(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+            Stream::Client(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +662,31 @@ mod tests {
         assert_eq!(c, short_code(&a, &b));
         assert_ne!(c, short_code(&b, &a));
         assert_ne!(c, short_code(&a, &[3u8; 32]));
+    }
+
+    #[test]
+    fn both_roles_compute_the_same_short_code() {
+        let s = Arc::new(Identity::generate().unwrap());
+        let r = Arc::new(Identity::generate().unwrap());
+        let server = Protection::Tls {
+            identity: s.clone(),
+            peer: r.fingerprint(),
+            role: TlsRole::Server,
+        };
+        let client = Protection::Tls {
+            identity: r.clone(),
+            peer: s.fingerprint(),
+            role: TlsRole::Client,
+        };
+        assert_eq!(server.short_code(), client.short_code());
+        assert_eq!(
+            server.short_code(),
+            Some(short_code(&s.fingerprint(), &r.fingerprint()))
+        );
+        assert_eq!(Protection::default(), Protection::Plain);
+        assert_eq!(Protection::Plain.short_code(), None);
+        assert_ne!(server, client);
+        assert_eq!(server, server.clone());
     }
 
     #[test]

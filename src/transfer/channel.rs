@@ -8,18 +8,22 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use minidom::Element;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::{CommonOptions, Exit, Failure};
 use crate::config::Settings;
 use crate::ice::{Candidate, GatherConfig, IceChannel, TurnServer};
 use crate::pseudotcp::{self, DatagramIo, PseudoTcpStream};
+use crate::secure::{self, Identity, Protection, Stream, TlsRole};
+use crate::session::Extension;
 use crate::session::SessionHandle;
+use crate::session::extension::format_fingerprint;
 use crate::xmpp::{IqRequest, Xmpp};
 
 const NS_JINGLEINFO: &str = "google:jingleinfo";
@@ -226,14 +230,73 @@ pub struct Link {
 /// docs/protocol.md §H.2, §H.3): the job state fills this from the session's
 /// `Offer`/`Accepted` events and passes it to [`Channels::start`]; the serve
 /// and fetch jobs read it to wrap the stream (TLS) and to check digests or
-/// resume. Empty today: a classic session negotiates nothing.
+/// resume. A classic session negotiates nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Negotiated {}
+pub struct Negotiated {
+    /// Plaintext, or TLS with the peer's certificate pinned: set up by the
+    /// channel right after PseudoTCP connects and before the job runs, so
+    /// the sender's HTTP server cannot answer before the handshake is done.
+    pub protection: crate::secure::Protection,
+}
 
 impl Negotiated {
     /// Nothing beyond the classic protocol: plain HTTP on the stream.
     pub fn is_classic(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// TLS when we have a certificate and the peer's extension carries a
+    /// fingerprint (both ends are gshare with encryption on); plaintext
+    /// otherwise.
+    pub fn secure(
+        identity: Option<&Arc<Identity>>,
+        peer: Option<&Extension>,
+        role: TlsRole,
+    ) -> Self {
+        let protection = match (identity, peer.and_then(|e| e.fingerprint)) {
+            (Some(identity), Some(peer)) => Protection::Tls {
+                identity: identity.clone(),
+                peer,
+                role,
+            },
+            _ => Protection::Plain,
+        };
+        Negotiated { protection }
+    }
+
+    /// The security fields of the `accepted` JSON event: `encrypted`, and
+    /// when encrypted both fingerprints (XEP-0320 form) and the short code.
+    pub fn security_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("encrypted".into(), self.protection.is_encrypted().into());
+        if let Some((ours, theirs)) = self.protection.fingerprints() {
+            m.insert("fingerprint".into(), format_fingerprint(&ours).into());
+            m.insert(
+                "peer_fingerprint".into(),
+                format_fingerprint(&theirs).into(),
+            );
+        }
+        if let Some(code) = self.protection.short_code() {
+            m.insert("short_code".into(), code.into());
+        }
+        m
+    }
+
+    /// Logs both fingerprints and the code (shown with `-v`) and returns
+    /// the words for the "accepted" line.
+    pub fn describe_security(&self) -> String {
+        match (self.protection.fingerprints(), self.protection.short_code()) {
+            (Some((ours, theirs)), Some(code)) => {
+                info!(
+                    fingerprint = %format_fingerprint(&ours),
+                    peer_fingerprint = %format_fingerprint(&theirs),
+                    short_code = %code,
+                    "encrypted (TLS 1.3, certificates pinned to the XMPP fingerprints)"
+                );
+                format!("encrypted; code to compare with the peer: {code}")
+            }
+            _ => "not encrypted".to_string(),
+        }
     }
 }
 
@@ -282,8 +345,8 @@ pub struct Channels {
 
 impl Channels {
     /// Starts channel `spec.name` for `session`; the job gets the open
-    /// stream. The stream is handed over as it comes from PseudoTCP: a job
-    /// that negotiated TLS wraps it before speaking HTTP.
+    /// stream: plaintext PseudoTCP for a classic peer, or that stream inside
+    /// the TLS session `negotiated.protection` asked for (handshake done).
     pub fn start<P, F, Fut>(
         &mut self,
         session: SessionHandle,
@@ -294,7 +357,7 @@ impl Channels {
     ) -> ChannelTag
     where
         P: Send + 'static,
-        F: FnOnce(PseudoTcpStream, Link, Progress<P>) -> Fut + Send + 'static,
+        F: FnOnce(Stream<PseudoTcpStream>, Link, Progress<P>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
         self.next_generation += 1;
@@ -432,7 +495,7 @@ fn spawn<P, F, Fut>(
 ) -> Handle
 where
     P: Send + 'static,
-    F: FnOnce(PseudoTcpStream, Link, Progress<P>) -> Fut + Send + 'static,
+    F: FnOnce(Stream<PseudoTcpStream>, Link, Progress<P>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     let (remote_tx, mut remote_rx) = mpsc::unbounded_channel::<Candidate>();
@@ -477,8 +540,14 @@ where
             .await
             .map_err(|_| "PseudoTCP did not connect in time".to_string())?
             .map_err(|e| format!("PseudoTCP failed to connect: {e}"))?;
+            let peer_is_gshare = stream.peer_is_gshare();
+            // Nothing is read or written on the stream before this: a
+            // mismatch or a failed handshake ends the channel here.
+            let stream = secure::establish(stream, &negotiated.protection, spec.connect_timeout)
+                .await
+                .map_err(|e| e.to_string())?;
             let link = Link {
-                peer_is_gshare: stream.peer_is_gshare(),
+                peer_is_gshare,
                 negotiated,
             };
             out.report(ChannelEvent::Connected(link.clone()));

@@ -19,6 +19,7 @@ use super::channel::{Link, Progress};
 use super::files::{PartFile, ResumeKey, StreamHasher, partial_offset, remove_partial};
 use super::names::safe_file_name;
 use crate::http::GetOptions;
+use crate::secure::SecureError;
 use crate::session::{ItemKind, Manifest};
 
 /// Progress of a fetch job.
@@ -188,7 +189,12 @@ where
                 });
                 continue;
             }
-            Err(e) => return Err(format!("requesting {:?}: {e}", item.name)),
+            Err(e) => {
+                return Err(match SecureError::refusal_in(&e) {
+                    Some(tls) => tls.to_string(),
+                    None => format!("requesting {:?}: {e}", item.name),
+                });
+            }
         };
         send(FetchEvent::ItemStarted { index });
         let digest = job.integrity.as_ref().and_then(|i| i.digest(index));
@@ -296,7 +302,10 @@ async fn next_chunk(
     name: &str,
 ) -> Result<Option<bytes::Bytes>, String> {
     match tokio::time::timeout(stall, response.chunk()).await {
-        Ok(r) => r.map_err(|e| format!("receiving {name:?}: {e}")),
+        Ok(r) => r.map_err(|e| match SecureError::refusal_in(&e) {
+            Some(tls) => format!("receiving {name:?}: {tls}"),
+            None => format!("receiving {name:?}: {e}"),
+        }),
         Err(_) => Err(format!(
             "receiving {name:?}: nothing arrived for {}s",
             stall.as_secs()

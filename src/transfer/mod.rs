@@ -64,6 +64,8 @@ pub enum Exit {
     Declined = 5,
     Cancelled = 6,
     TransferFailed = 7,
+    /// `--require-encryption` and the peer cannot encrypt (a classic peer).
+    NotEncrypted = 8,
 }
 
 impl Exit {
@@ -91,6 +93,11 @@ pub struct CommonOptions {
     pub json: bool,
     /// Only errors on stderr.
     pub quiet: bool,
+    /// `--require-encryption` (the config file's key is in `Settings`).
+    pub require_encryption: bool,
+    /// Hidden `--no-encryption`: offer no certificate fingerprint, so a
+    /// gshare peer falls back to plaintext (benchmarks).
+    pub no_encryption: bool,
 }
 
 /// What `gshare send` does.

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
@@ -23,6 +24,7 @@ use super::report::{Reporter, TransferReport, describe_items, human_rate, human_
 use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, ReceiveOptions, login};
 use crate::config::Settings;
+use crate::secure::{Identity, TlsRole};
 use crate::session::{
     self, Extension, ItemKind, Manifest, SessionEvent, SessionHandle, SessionManager,
     TerminateReason,
@@ -43,8 +45,9 @@ struct Transfer {
     extension: Option<Extension>,
     all_done: bool,
     failure: Option<String>,
-    /// Declined here because it cannot fit: why.
-    refused: Option<String>,
+    /// Declined here (it cannot fit, or it would not be encrypted and
+    /// `--require-encryption` is on): how the transfer ends.
+    refused: Option<Failure>,
     bars: TransferReport,
 }
 
@@ -160,6 +163,8 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         questions: VecDeque::new(),
         links: by_link::Links::new(https, link_tx, link_decision_tx),
         last_error: None,
+        require_encryption: opts.common.require_encryption || settings.require_encryption,
+        no_encryption: opts.common.no_encryption,
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -212,6 +217,10 @@ struct Receiver {
     links: by_link::Links,
     /// The last transfer that failed (the run's exit code without --once).
     last_error: Option<Failure>,
+    /// `--require-encryption` or the config key: decline classic offers.
+    require_encryption: bool,
+    /// Hidden `--no-encryption`: answer without a certificate (benchmarks).
+    no_encryption: bool,
 }
 
 /// `Some(outcome)` ends the run.
@@ -361,7 +370,12 @@ impl Receiver {
                 extension,
                 all_done: false,
                 failure: None,
-                refused: refused.map(|(_, why)| why),
+                refused: refused.map(|(_, why)| {
+                    Failure::new(
+                        Exit::TransferFailed,
+                        format!("declined {what} from {from}: {why}"),
+                    )
+                }),
             },
         );
         if self
@@ -371,7 +385,32 @@ impl Receiver {
         {
             // Ends as a failed transfer (exit 7; with --once, the run).
             let _ = self.decisions.send((handle, false));
-        } else if self.auto_accept {
+            return;
+        }
+        let can_encrypt = self
+            .transfers
+            .get(&handle)
+            .and_then(|t| t.extension.as_ref())
+            .is_some_and(|e| e.fingerprint.is_some());
+        if !can_encrypt && self.require_encryption {
+            let why = "it would not be encrypted (the sender is not gshare, or encryption is off \
+                       there) and encryption is required";
+            self.report
+                .say(format!("Declined {what} from {from}: {why}"));
+            self.report.event(
+                "rejected",
+                json!({"from": from.to_string(), "reason": "not encrypted"}),
+            );
+            if let Some(t) = self.transfers.get_mut(&handle) {
+                t.refused = Some(Failure::new(
+                    Exit::NotEncrypted,
+                    format!("declined the offer from {from}: {why}"),
+                ));
+            }
+            let _ = self.sig.machine.reject(Instant::now(), handle);
+            return;
+        }
+        if self.auto_accept {
             let _ = self.decisions.send((handle, true));
         } else if prompt {
             if self.prompting.is_some() {
@@ -471,9 +510,26 @@ impl Receiver {
             let _ = self.sig.machine.reject(now, handle);
             return None;
         }
-        // Our own extension goes only to a sender that sent one
-        // (docs/protocol.md §H.2): we can resume unless told not to.
+        // A fresh certificate for this transfer when the sender offered
+        // one of its own (src/secure says why per session).
+        let identity = match t.extension.as_ref().and_then(|e| e.fingerprint) {
+            Some(_) if !self.no_encryption => match Identity::generate() {
+                Ok(i) => Some(Arc::new(i)),
+                Err(e) => {
+                    t.failure = Some(e.to_string());
+                    let _ = self.sig.machine.terminate(now, handle);
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let negotiated =
+            Negotiated::secure(identity.as_ref(), t.extension.as_ref(), TlsRole::Client);
+        // A classic sender gets exactly the classic accept: our extension
+        // answers only an offer that carried one (docs/protocol.md §H.2); we
+        // can resume unless told not to.
         let ours = t.extension.as_ref().map(|_| Extension {
+            fingerprint: identity.as_ref().map(|i| i.fingerprint()),
             resume: !self.no_resume,
             ..Extension::default()
         });
@@ -481,12 +537,20 @@ impl Receiver {
             debug!(%e, "cannot accept (the offer is gone?)");
             return None;
         }
+        let security = negotiated.describe_security();
         self.report.say(format!(
-            "Receiving {} from {}",
+            "Receiving {} from {} ({security})",
             describe_offer(&t.manifest),
             t.peer
         ));
-        t.bars.event(&self.report, "accepted", json!({}));
+        if !negotiated.protection.is_encrypted() {
+            self.report.warn(format!(
+                "the transfer from {} is not encrypted: the sender does not support it",
+                t.peer
+            ));
+        }
+        t.bars
+            .event(&self.report, "accepted", negotiated.security_json().into());
         t.bars.start(&self.report, t.manifest.total_size());
         let name = match self.sig.machine.open_channel(now, handle) {
             Ok(n) => n,
@@ -512,7 +576,7 @@ impl Receiver {
         self.channels.start(
             handle,
             self.spec.clone().named(&name),
-            Negotiated::default(),
+            negotiated,
             self.ctl.clone(),
             move |stream, link, progress| super::fetch::fetch(stream, link, job, progress),
         );
@@ -785,6 +849,9 @@ fn ask(question: &str) -> bool {
 fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
     debug!(?reason, peer = %a.peer, "session ended");
     let bytes: u64 = a.received.iter().sum();
+    if let Some(f) = &a.refused {
+        return Err(Failure::new(f.exit, f.message.clone()));
+    }
     if a.all_done
         && matches!(
             reason,
@@ -792,16 +859,6 @@ fn conclude(a: &Transfer, reason: TerminateReason) -> Result<u64, Failure> {
         )
     {
         return Ok(bytes);
-    }
-    if let Some(why) = &a.refused {
-        return Err(Failure::new(
-            Exit::TransferFailed,
-            format!(
-                "declined {} from {}: {why}",
-                describe_offer(&a.manifest),
-                a.peer
-            ),
-        ));
     }
     let why = match (&a.failure, reason) {
         (Some(f), _) => f.clone(),

@@ -20,6 +20,7 @@ use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, SendMethod, SendOptions, login, parse_target, resolve_target};
 use crate::config::Settings;
 use crate::http::{Catalog, ServeEvent, ServeOptions};
+use crate::secure::{Identity, TlsRole};
 use crate::session::{
     self, Extension, Manifest, ManifestItem, SessionEvent, SessionHandle, SessionManager,
     TerminateReason,
@@ -148,6 +149,10 @@ async fn upload_all(
     send_by_upload(xmpp, settings.ca_file.as_deref(), to, &items, report, why).await
 }
 
+/// Why `--require-encryption` rules out the upload method.
+const UPLOAD_NOT_ENCRYPTED: &str = "the upload method stores the file on your server, which can \
+     read it (HTTPS protects only the way there), and encryption is required";
+
 /// Runs `gshare send`.
 pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure> {
     let report = Reporter::new(opts.common.json, opts.common.quiet);
@@ -157,6 +162,10 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
         && let Some(why) = folder_refusal(&offered)
     {
         return Err(Failure::new(Exit::Usage, why));
+    }
+    let require_encryption = opts.common.require_encryption || settings.require_encryption;
+    if opts.method == SendMethod::Upload && require_encryption {
+        return Err(Failure::new(Exit::NotEncrypted, UPLOAD_NOT_ENCRYPTED));
     }
     // Files are hashed on blocking threads while we log in.
     let hashing: Vec<_> = offered
@@ -190,6 +199,16 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
             Ok(peer) => peer,
             // A bare JID with no resource that can receive peer to peer
             // within --wait: store the files on our server instead.
+            Err(f)
+                if f.exit == Exit::Unreachable
+                    && target.resource().is_none()
+                    && require_encryption =>
+            {
+                return Err(Failure::new(
+                    Exit::NotEncrypted,
+                    format!("{}; no fallback: {UPLOAD_NOT_ENCRYPTED}", f.message),
+                ));
+            }
             Err(f) if f.exit == Exit::Unreachable && target.resource().is_none() => {
                 let why = format!(
                     "{} has no online resource that can receive files peer to peer; \
@@ -241,9 +260,19 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     };
     let machine = SessionManager::new(xmpp.jid().clone(), config);
     let mut sig = Signalling::new(xmpp.clone(), incoming, machine);
-    // Our extension: the items' digests, and that we answer Range requests
-    // (docs/protocol.md §H.2). Classic receivers skip it.
+    // A fresh key and certificate for this transfer (src/secure says why
+    // per session); its fingerprint, the items' digests, and that we answer
+    // Range requests go into our extension (docs/protocol.md §H.2). Classic
+    // receivers skip it.
+    let identity = if opts.common.no_encryption {
+        None
+    } else {
+        Some(Arc::new(
+            Identity::generate().map_err(|e| Failure::new(Exit::Failure, e.to_string()))?,
+        ))
+    };
     let extension = Extension {
+        fingerprint: identity.as_ref().map(|i| i.fingerprint()),
         digests: offered.iter().map(|o| o.sha256).collect(),
         resume: true,
         ..Extension::default()
@@ -298,6 +327,9 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
         peer_sends_complete: false,
         serve_options: ServeOptions::default(),
         lost_deadline: None,
+        identity,
+        require_encryption,
+        negotiated: Negotiated::default(),
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -345,6 +377,12 @@ struct Sender {
     serve_options: ServeOptions,
     /// Set once the XMPP connection is lost and every byte is out.
     lost_deadline: Option<tokio::time::Instant>,
+    /// Our certificate for this transfer (`None` with `--no-encryption`).
+    identity: Option<Arc<Identity>>,
+    /// `--require-encryption` or the config key.
+    require_encryption: bool,
+    /// Set from the receiver's accept; every channel uses it.
+    negotiated: Negotiated,
 }
 
 /// `Some(outcome)` ends the job.
@@ -419,9 +457,32 @@ impl Sender {
                         digest_trailers: true,
                     };
                 }
-                self.report.say(format!("{} accepted", self.peer));
+                self.negotiated =
+                    Negotiated::secure(self.identity.as_ref(), extension.as_ref(), TlsRole::Server);
+                let encrypted = self.negotiated.protection.is_encrypted();
+                if !encrypted && self.require_encryption {
+                    // Before any channel exists: not a byte has moved.
+                    let _ = self.sig.machine.terminate(Instant::now(), self.handle);
+                    return Some(Err(Failure::new(
+                        Exit::NotEncrypted,
+                        format!(
+                            "{} cannot encrypt the transfer (not gshare, or encryption is off there); nothing was sent because encryption is required",
+                            self.peer
+                        ),
+                    )));
+                }
+                let security = self.negotiated.describe_security();
                 self.report
-                    .event("accepted", json!({"peer": self.peer.clone()}));
+                    .say(format!("{} accepted ({security})", self.peer));
+                if !encrypted {
+                    self.report.warn(format!(
+                        "the transfer to {} is not encrypted: the peer does not support it",
+                        self.peer
+                    ));
+                }
+                let mut fields = self.negotiated.security_json();
+                fields.insert("peer".into(), self.peer.clone().into());
+                self.report.event("accepted", fields.into());
                 self.bars.start(&self.report, self.total);
             }
             SessionEvent::ChannelRequested { name, .. } => {
@@ -431,7 +492,7 @@ impl Sender {
                 self.channels.start(
                     self.handle,
                     self.spec.clone().named(&name),
-                    Negotiated::default(),
+                    self.negotiated.clone(),
                     self.ctl.clone(),
                     move |stream, link, progress| {
                         super::serve::serve(stream, link, catalog, options, progress)

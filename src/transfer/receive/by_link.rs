@@ -107,6 +107,15 @@ impl Receiver {
             reject(self, "not in --from", "not allowed");
             return None;
         }
+        if self.require_encryption {
+            // The file sat on a server that could read it.
+            reject(
+                self,
+                "a link is not end-to-end encrypted and encryption is required",
+                "not encrypted",
+            );
+            return None;
+        }
         if self.transfers.len() + self.links.running.len() >= self.bound {
             reject(self, "busy with another transfer", "busy");
             return None;
