@@ -841,12 +841,26 @@ impl PseudoTcp {
     }
 
     fn on_established(&mut self) {
-        let mtu = match self.peer_gshare {
-            Some(g) => self.cfg.max_datagram_size.min(usize::from(g.max_datagram)),
-            None => self.cfg.max_datagram_size.min(self.cfg.compat_mtu),
-        }
-        .clamp(MIN_MTU, super::segment::MAX_DATAGRAM);
-        self.mss = mtu - PACKET_OVERHEAD;
+        self.mss = match self.peer_gshare {
+            // Between gshare peers the datagram size already excludes the IP
+            // and UDP headers (it is what the datagram layer takes), so only
+            // our 24-byte header comes off: 1448 on a 1500-byte path (1472).
+            Some(g) => {
+                self.cfg
+                    .max_datagram_size
+                    .min(usize::from(g.max_datagram))
+                    .clamp(MIN_MTU, super::segment::MAX_DATAGRAM)
+                    - HEADER_SIZE
+            }
+            // libjingle/libnice: their fixed allowance (§C.4), byte for byte.
+            None => {
+                self.cfg
+                    .max_datagram_size
+                    .min(self.cfg.compat_mtu)
+                    .clamp(MIN_MTU, super::segment::MAX_DATAGRAM)
+                    - PACKET_OVERHEAD
+            }
+        };
         let mss = self.mss as u64;
         // RFC 6928 initial window.
         self.cwnd = (10 * mss).min((2 * mss).max(14600));

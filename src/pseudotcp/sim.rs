@@ -119,6 +119,11 @@ pub struct LinkConfig {
     pub loss: f64,
     /// Probability that a datagram is delivered twice.
     pub duplicate: f64,
+    /// Probability that a datagram is held back by `reorder_delay` (and so
+    /// overtaken by the ones behind it).
+    pub reorder: f64,
+    /// Extra delay of a reordered datagram.
+    pub reorder_delay: Duration,
     /// Bottleneck rate in bytes per second (`None`: unlimited).
     pub bandwidth: Option<u64>,
     /// Bytes the bottleneck queue holds before it drops (drop-tail).
@@ -132,6 +137,8 @@ impl Default for LinkConfig {
             jitter: Duration::ZERO,
             loss: 0.0,
             duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(5),
             bandwidth: None,
             queue_limit: usize::MAX,
         }
@@ -249,6 +256,9 @@ impl Link {
             let mut at = depart + self.cfg.delay;
             if !self.cfg.jitter.is_zero() {
                 at += self.cfg.jitter.mul_f64(self.rng.unit());
+            }
+            if self.rng.chance(self.cfg.reorder) {
+                at += self.cfg.reorder_delay;
             }
             let mut data = self.pool.pop().unwrap_or_default();
             data.clear();
