@@ -27,8 +27,12 @@
 //! to several MiB (PROTOCOL.md §F.1).
 
 mod buffer;
+mod cc;
 pub mod engine;
+mod pacer;
 mod range_set;
+mod recovery;
+mod rtt;
 pub mod segment;
 pub mod sim;
 pub mod stream;
