@@ -44,8 +44,9 @@ const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 const MIN_SEGMENTS: u64 = 4;
 /// Pace a little under the estimate so a queue drains over time.
 const PACING_MARGIN: f64 = 0.99;
-/// Guard: loss fraction of a round that, with a queue, means congestion.
-const GUARD_LOSS: f64 = 0.02;
+/// Guard: loss fraction of a round that, with a queue, means congestion
+/// (half a percent: a full drop-tail queue drops a few segments per round).
+const GUARD_LOSS: f64 = 0.005;
 /// Guard: multiplicative decrease of the cap.
 const GUARD_BETA: f64 = 0.7;
 /// Guard: segments the cap grows per round.
@@ -81,6 +82,8 @@ pub(crate) struct Bbr {
     round_delivered: u64,
     round_min_rtt: Option<Duration>,
     guard_cap: u64,
+    /// The guard's cap on the bandwidth the model uses (u64::MAX: none).
+    bw_cap: u64,
 }
 
 impl Bbr {
@@ -104,6 +107,7 @@ impl Bbr {
             round_delivered: 0,
             round_min_rtt: None,
             guard_cap: u64::MAX,
+            bw_cap: u64::MAX,
         }
     }
 
@@ -122,9 +126,15 @@ impl Bbr {
         self.guard_cap != u64::MAX
     }
 
+    /// The bandwidth the model paces and sizes the window with: the
+    /// estimate, under the guard's cap.
+    fn bw(&self) -> u64 {
+        self.max_bw().min(self.bw_cap)
+    }
+
     fn bdp(&self) -> Option<u64> {
         let rtt = self.min_rtt?;
-        let bw = self.max_bw();
+        let bw = self.bw();
         (bw > 0).then(|| (bw as u128 * rtt.as_micros() / 1_000_000) as u64)
     }
 
@@ -153,15 +163,27 @@ impl Bbr {
             _ => false,
         };
         let floor = MIN_SEGMENTS * self.mss;
-        if lossy && queued {
+        if lossy && queued && !self.filled_pipe {
+            // Startup ends at the first sign of congestion (its own
+            // overshoot: no cap for that).
+            self.filled_pipe = true;
+        } else if lossy && queued {
             let base = self.cwnd.min(self.guard_cap).min(inflight.max(floor));
             self.guard_cap = ((base as f64 * GUARD_BETA) as u64).max(floor);
-            // Startup ends at the first sign of congestion.
-            self.filled_pipe = true;
+            self.bw_cap = (self.bw() as f64 * GUARD_BETA) as u64;
         } else if self.guarded() {
-            self.guard_cap += GUARD_AI_SEGMENTS * self.mss;
-            if self.guard_cap >= self.target(CWND_GAIN) {
+            // Additive increase of both caps (window: two segments per
+            // round; rate: two segments per min RTT), as AIMD does: that
+            // is what makes competing flows converge to equal shares.
+            self.guard_cap = self.guard_cap.saturating_add(GUARD_AI_SEGMENTS * self.mss);
+            let rtt_us = self
+                .min_rtt
+                .map_or(100_000, |m| m.as_micros().max(1) as u64);
+            let step = GUARD_AI_SEGMENTS * self.mss * 1_000_000 / rtt_us;
+            self.bw_cap = self.bw_cap.saturating_add(step);
+            if self.bw_cap >= self.max_bw() && self.guard_cap >= self.target(CWND_GAIN) {
                 self.guard_cap = u64::MAX;
+                self.bw_cap = u64::MAX;
             }
         }
         self.round_lost = 0;
@@ -298,7 +320,7 @@ impl Controller for Bbr {
     }
 
     fn pacing_rate(&self) -> Option<u64> {
-        let bw = self.max_bw();
+        let bw = self.bw();
         (bw > 0).then(|| (bw as f64 * self.pacing_gain() * PACING_MARGIN) as u64)
     }
 
