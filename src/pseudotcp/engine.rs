@@ -1335,9 +1335,10 @@ impl PseudoTcp {
         if let Some(cc) = self.cc.as_mut() {
             cc.on_rto(self.board.inflight());
         }
-        if self.board.is_empty() {
-            // Only control bytes outstanding: resend them as before.
-            self.snd_nxt = self.snd_una;
+        if self.snd_una < self.ctl_len {
+            // Our CONNECT is still unacknowledged (its ack was lost in a
+            // simultaneous open): resend it, as the classic sender does;
+            // the scoreboard only tracks data.
             self.rexmit_head = true;
         }
         self.tlp_deadline = None;

@@ -122,6 +122,7 @@ impl Scoreboard {
         self.inflight
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.segs.is_empty()
     }
