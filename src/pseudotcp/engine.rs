@@ -5,7 +5,10 @@
 //! slow start / congestion avoidance with byte counting, RFC 6582 NewReno
 //! fast recovery, RFC 3042 limited transmit, go-back-N after a timeout, and
 //! window scaling. Against another gshare (private CONNECT option) segments
-//! are sized to the path's datagram limit instead of libnice's fixed 1400.
+//! are sized to the path's datagram limit instead of libnice's fixed 1400,
+//! and the model-based sender runs instead: the scoreboard and RACK-TLP in
+//! `recovery`, the BBR-family controller in `cc::bbr`, the pacer in `pacer`
+//! (the engine keeps the state machine and calls them).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
