@@ -69,7 +69,7 @@ async fn sixty_four_mib_over_loopback_udp() {
         .unwrap();
     let mut b = accept.await.unwrap().unwrap();
     assert!(a.peer_is_gshare() && b.peer_is_gshare());
-    assert_eq!(a.mss(), 65507 - 116);
+    assert_eq!(a.mss(), 65507 - 24);
     let recv = tokio::spawn(async move {
         let h = recv_all(&mut b, TOTAL).await;
         (h, b)

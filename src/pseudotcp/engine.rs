@@ -5,7 +5,10 @@
 //! slow start / congestion avoidance with byte counting, RFC 6582 NewReno
 //! fast recovery, RFC 3042 limited transmit, go-back-N after a timeout, and
 //! window scaling. Against another gshare (private CONNECT option) segments
-//! are sized to the path's datagram limit instead of libnice's fixed 1400.
+//! are sized to the path's datagram limit instead of libnice's fixed 1400,
+//! and the model-based sender runs instead: the scoreboard and RACK-TLP in
+//! `recovery`, the BBR-family controller in `cc::bbr`, the pacer in `pacer`
+//! (the engine keeps the state machine and calls them).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,7 +16,12 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use super::buffer::{RecvBuffer, SendBuffer};
+use super::cc::bbr::Bbr;
+use super::cc::{AckSummary, Controller};
+use super::pacer::Pacer;
 use super::range_set::RangeSet;
+use super::recovery::Scoreboard;
+use super::rtt::RttEstimator;
 use super::segment::{
     ConnectOptions, FEATURE_SACK, FLAG_CTL, FLAG_RST, FLAG_SACK, GSHARE_OPT_VERSION, GshareOption,
     HEADER_SIZE, Header, MAX_SACK_BLOCKS, connect_payload, decode_sack, encode_sack,
@@ -37,7 +45,6 @@ const ZERO_WINDOW_TIMEOUT: Duration = Duration::from_secs(15);
 /// [`ZERO_WINDOW_TIMEOUT`] so a live peer always gets several chances).
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(4);
 /// Clock granularity of the timestamps (ms), the `G` of RFC 6298.
-const CLOCK_GRANULARITY_US: u64 = 1000;
 /// Most ranges the SACK scoreboard holds. The peer chooses its SACK blocks,
 /// so this bounds what it can make us store; a block that would open one
 /// range more is ignored (less information for recovery, never wrong; the
@@ -106,6 +113,11 @@ pub struct Config {
     pub nagle: bool,
     /// HyStart++ (RFC 9406): leave slow start when the RTT grows.
     pub hystart: bool,
+    /// Between gshare peers (both offer SACK): the model-based sender
+    /// (BBR-family controller, RACK-TLP loss detection with DSACK, pacing).
+    /// Off: the classic Reno-family sender, as with libjingle/libnice
+    /// peers. Classic peers always get the classic sender.
+    pub model_based: bool,
 }
 
 impl Default for Config {
@@ -125,6 +137,7 @@ impl Default for Config {
             ack_delay: Duration::from_millis(40),
             nagle: false,
             hystart: true,
+            model_based: true,
         }
     }
 }
@@ -274,9 +287,7 @@ pub struct PseudoTcp {
     /// `snd_max` at the last timeout: duplicate acks below it are caused by
     /// the go-back-N resend and must not start fast recovery.
     rto_recover: u64,
-    srtt_us: Option<u64>,
-    rttvar_us: u64,
-    rto: Duration,
+    rtt: RttEstimator,
     rto_deadline: Option<Instant>,
     /// Transmissions of the segment at `snd_una`.
     head_xmits: u32,
@@ -291,8 +302,22 @@ pub struct PseudoTcp {
     /// `send` was short; report `Writable` when space frees up.
     write_armed: bool,
 
+    // ---- gshare-mode sender (`modern`): see `recovery`, `cc`, `pacer` ----
+    /// The model-based sender runs (both ends gshare with SACK).
+    modern: bool,
+    board: Scoreboard,
+    cc: Option<Box<dyn Controller>>,
+    pacer: Pacer,
+    /// The pacer holds a segment back until then.
+    pacer_deadline: Option<Instant>,
+    /// Tail-loss probe timer (RFC 8985 §7), and a probe to send.
+    tlp_deadline: Option<Instant>,
+    tlp_due: bool,
+
     // ---- receive side ----
     rbuf: RecvBuffer,
+    /// A duplicate segment to report first in the next SACK (RFC 2883).
+    dsack: Option<(u64, u64)>,
     peer_connected: bool,
     /// Scale we put in our CONNECT, and the one actually applied to our
     /// window field (0 when the peer did not offer scaling).
@@ -372,9 +397,15 @@ impl PseudoTcp {
             high_rxt: 0,
             recover: 0,
             rto_recover: 0,
-            srtt_us: None,
-            rttvar_us: 0,
-            rto,
+            rtt: RttEstimator::new(rto, cfg.min_rto, cfg.max_rto),
+            modern: false,
+            board: Scoreboard::new(),
+            cc: None,
+            pacer: Pacer::new(),
+            pacer_deadline: None,
+            tlp_deadline: None,
+            tlp_due: false,
+            dsack: None,
             rto_deadline: None,
             head_xmits: 0,
             rexmit_head: false,
@@ -430,17 +461,30 @@ impl PseudoTcp {
 
     /// Congestion window in bytes.
     pub fn cwnd(&self) -> u64 {
-        self.cwnd
+        match &self.cc {
+            Some(cc) => cc.cwnd(),
+            None => self.cwnd,
+        }
+    }
+
+    /// Which sender runs: "bbr" between gshare peers, else "classic".
+    pub fn controller(&self) -> &'static str {
+        self.cc.as_ref().map_or("classic", |c| c.name())
+    }
+
+    /// Pacing rate in force (bytes/s), if the sender paces.
+    pub fn pacing_rate(&self) -> Option<u64> {
+        self.pacer.rate()
     }
 
     /// Current retransmission timeout.
     pub fn rto(&self) -> Duration {
-        self.rto
+        self.rtt.rto()
     }
 
     /// Smoothed RTT, once measured.
     pub fn srtt(&self) -> Option<Duration> {
-        self.srtt_us.map(Duration::from_micros)
+        self.rtt.srtt()
     }
 
     /// Bytes queued for sending and not yet acknowledged by the peer.
@@ -638,10 +682,17 @@ impl PseudoTcp {
         if self.state == State::Closed {
             return None;
         }
-        [self.rto_deadline, self.ack_deadline, self.probe_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.rto_deadline,
+            self.ack_deadline,
+            self.probe_deadline,
+            self.board.rack_deadline,
+            self.tlp_deadline,
+            self.pacer_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Run timers that are due.
@@ -658,6 +709,22 @@ impl PseudoTcp {
         if self.ack_deadline.is_some_and(|d| d <= now) {
             self.ack_deadline = None;
             self.ack_now = true;
+        }
+        if self.pacer_deadline.is_some_and(|d| d <= now) {
+            // poll_transmit sends what the pacer held back.
+            self.pacer_deadline = None;
+        }
+        if self.board.rack_deadline.is_some_and(|d| d <= now) {
+            let lost = self.rack_detect(now);
+            if lost > 0 {
+                self.cc_update(now, 0, lost, None, None, false);
+            }
+        }
+        if self.tlp_deadline.is_some_and(|d| d <= now) {
+            self.tlp_deadline = None;
+            if self.modern && self.snd_una < self.snd_max {
+                self.tlp_due = true;
+            }
         }
         if self.probe_deadline.is_some_and(|d| d <= now) {
             self.probe_deadline = None;
@@ -689,8 +756,12 @@ impl PseudoTcp {
             return;
         }
         self.stats.timeouts += 1;
+        if self.modern {
+            self.on_rto_modern(now);
+            return;
+        }
         let flight = self.snd_max - self.snd_una;
-        trace!(rto = ?self.rto, flight, "retransmission timeout");
+        trace!(rto = ?self.rtt.rto(), flight, "retransmission timeout");
         if self.state == State::Established {
             self.ssthresh = (flight / 2).max(2 * self.mss as u64);
             self.cwnd = self.mss as u64;
@@ -714,8 +785,8 @@ impl PseudoTcp {
         } else {
             MAX_RTO_CONNECTING.min(self.cfg.max_rto)
         };
-        self.rto = (self.rto * 2).min(cap);
-        self.rto_deadline = Some(now + self.rto);
+        self.rtt.back_off(cap);
+        self.rto_deadline = Some(now + self.rtt.rto());
     }
 
     /// Feed one received datagram. Malformed ones, other conversations, and
@@ -779,10 +850,26 @@ impl PseudoTcp {
             self.ts_recent = h.tsval;
         }
 
-        if is_sack {
-            self.take_sack(payload);
+        if self.modern && self.state == State::Established {
+            let mut blocks = [(0u64, 0u64); MAX_SACK_BLOCKS];
+            let mut n = 0;
+            if is_sack {
+                for (s, e) in decode_sack(payload) {
+                    let s = unwrap32(self.snd_una, s);
+                    let e = unwrap32(self.snd_una, e).min(self.snd_max);
+                    if s < e {
+                        blocks[n] = (s, e);
+                        n += 1;
+                    }
+                }
+            }
+            self.process_ack_modern(now, &h, &blocks[..n]);
+        } else {
+            if is_sack {
+                self.take_sack(payload);
+            }
+            self.process_ack(now, &h, (payload.is_empty() || is_sack) && !is_connect);
         }
-        self.process_ack(now, &h, (payload.is_empty() || is_sack) && !is_connect);
 
         if self.state == State::SynReceived && self.snd_una >= self.ctl_len {
             self.on_established();
@@ -841,12 +928,26 @@ impl PseudoTcp {
     }
 
     fn on_established(&mut self) {
-        let mtu = match self.peer_gshare {
-            Some(g) => self.cfg.max_datagram_size.min(usize::from(g.max_datagram)),
-            None => self.cfg.max_datagram_size.min(self.cfg.compat_mtu),
-        }
-        .clamp(MIN_MTU, super::segment::MAX_DATAGRAM);
-        self.mss = mtu - PACKET_OVERHEAD;
+        self.mss = match self.peer_gshare {
+            // Between gshare peers the datagram size already excludes the IP
+            // and UDP headers (it is what the datagram layer takes), so only
+            // our 24-byte header comes off: 1448 on a 1500-byte path (1472).
+            Some(g) => {
+                self.cfg
+                    .max_datagram_size
+                    .min(usize::from(g.max_datagram))
+                    .clamp(MIN_MTU, super::segment::MAX_DATAGRAM)
+                    - HEADER_SIZE
+            }
+            // libjingle/libnice: their fixed allowance (§C.4), byte for byte.
+            None => {
+                self.cfg
+                    .max_datagram_size
+                    .min(self.cfg.compat_mtu)
+                    .clamp(MIN_MTU, super::segment::MAX_DATAGRAM)
+                    - PACKET_OVERHEAD
+            }
+        };
         let mss = self.mss as u64;
         // RFC 6928 initial window.
         self.cwnd = (10 * mss).min((2 * mss).max(14600));
@@ -858,6 +959,10 @@ impl PseudoTcp {
             sscale = self.swnd_scale,
             "pseudotcp established"
         );
+        if self.cfg.model_based && self.sack_ok && self.peer_gshare.is_some() {
+            self.modern = true;
+            self.cc = Some(Box::new(Bbr::new(self.mss, self.cwnd)));
+        }
         self.set_state(State::Established);
         self.events.push_back(Event::Connected);
     }
@@ -880,7 +985,7 @@ impl PseudoTcp {
                 let rtt_ms = self.now_ms(now).wrapping_sub(h.tsecr) as i32;
                 if rtt_ms >= 0 {
                     let r = u64::from(rtt_ms as u32) * 1000;
-                    self.rtt_sample(r);
+                    self.rtt.sample(r);
                     if self.cfg.hystart && self.cwnd < self.ssthresh && !self.in_recovery {
                         self.hystart_sample(r);
                     }
@@ -896,7 +1001,7 @@ impl PseudoTcp {
             }
             self.sacked.remove_below(ack);
             self.head_xmits = u32::from(self.snd_una < self.snd_max);
-            self.rto_deadline = (self.snd_una < self.snd_max).then(|| now + self.rto);
+            self.rto_deadline = (self.snd_una < self.snd_max).then(|| now + self.rtt.rto());
             if self.state == State::Established {
                 self.on_new_ack(acked);
             }
@@ -930,28 +1035,12 @@ impl PseudoTcp {
         // is in flight (otherwise the retransmission timer covers it).
         if self.snd_wnd == 0 && self.snd_nxt < self.sbuf.end() && self.snd_una == self.snd_max {
             if self.probe_deadline.is_none() {
-                self.probe_interval = self.rto;
+                self.probe_interval = self.rtt.rto();
                 self.probe_deadline = Some(now + self.probe_interval);
             }
         } else {
             self.probe_deadline = None;
         }
-    }
-
-    fn rtt_sample(&mut self, r: u64) {
-        match self.srtt_us {
-            None => {
-                self.srtt_us = Some(r);
-                self.rttvar_us = r / 2;
-            }
-            Some(srtt) => {
-                self.rttvar_us = (3 * self.rttvar_us + srtt.abs_diff(r)) / 4;
-                self.srtt_us = Some((7 * srtt + r) / 8);
-            }
-        }
-        let srtt = self.srtt_us.unwrap_or(r);
-        let rto = Duration::from_micros(srtt + (4 * self.rttvar_us).max(CLOCK_GRANULARITY_US));
-        self.rto = rto.clamp(self.cfg.min_rto, self.cfg.max_rto);
     }
 
     fn hystart_sample(&mut self, r: u64) {
@@ -1138,6 +1227,171 @@ impl PseudoTcp {
         (pipe, next)
     }
 
+    // ---- the gshare-mode sender (`modern`) ----
+
+    /// An acknowledgement in gshare mode: the scoreboard takes the
+    /// cumulative ack and SACK blocks, RACK looks for losses, the
+    /// controller updates its model, the pacer its rate.
+    fn process_ack_modern(&mut self, now: Instant, h: &Header, blocks: &[(u64, u64)]) {
+        let ack = unwrap32(self.snd_una, h.ack);
+        let wnd = u64::from(h.wnd) << self.swnd_scale;
+        if ack > self.snd_una && ack <= self.snd_max {
+            self.snd_wnd = wnd;
+            self.snd_wnd_raw = h.wnd;
+            self.snd_una = ack;
+            self.sbuf.ack_to(ack);
+            if self.snd_nxt < ack {
+                self.snd_nxt = ack;
+            }
+            self.head_xmits = u32::from(self.snd_una < self.snd_max);
+            if self.write_armed && self.sbuf.free() >= self.sbuf.capacity() / 2 {
+                self.write_armed = false;
+                self.events.push_back(Event::Writable);
+            }
+        } else if ack == self.snd_una {
+            self.snd_wnd = wnd;
+            self.snd_wnd_raw = h.wnd;
+        }
+        let out = self
+            .board
+            .on_ack(now, self.snd_una, blocks, self.rtt.min_rtt());
+        if let Some(r) = out.rtt {
+            self.rtt.sample(r.as_micros() as u64);
+        }
+        let lost = self.rack_detect(now);
+        if out.delivered > 0 || lost > 0 {
+            self.cc_update(now, out.delivered, lost, out.rtt, out.rate, out.round_start);
+        }
+        if out.delivered > 0 {
+            // Forward progress (cumulative or selective) restarts the
+            // timers: RACK repairs holes; the RTO is only the backstop.
+            self.rto_deadline = (self.snd_una < self.snd_max).then(|| now + self.rtt.rto());
+            self.tlp_deadline = (self.snd_una < self.snd_max).then(|| now + self.pto());
+        }
+        if self.snd_una >= self.snd_max {
+            self.rto_deadline = None;
+            self.tlp_deadline = None;
+        }
+        if self.snd_wnd == 0 && self.snd_nxt < self.sbuf.end() && self.snd_una == self.snd_max {
+            if self.probe_deadline.is_none() {
+                self.probe_interval = self.rtt.rto();
+                self.probe_deadline = Some(now + self.probe_interval);
+            }
+        } else {
+            self.probe_deadline = None;
+        }
+    }
+
+    /// RACK loss detection; bytes newly marked lost.
+    fn rack_detect(&mut self, now: Instant) -> u64 {
+        match (self.rtt.min_rtt(), self.rtt.srtt()) {
+            (Some(min), Some(srtt)) => {
+                let lost = self.board.detect_loss(now, min, srtt);
+                if lost > 0 {
+                    self.stats.fast_recoveries += 1;
+                }
+                lost
+            }
+            _ => 0,
+        }
+    }
+
+    fn cc_update(
+        &mut self,
+        now: Instant,
+        delivered: u64,
+        lost: u64,
+        rtt: Option<Duration>,
+        rate: Option<super::cc::RateSample>,
+        round_start: bool,
+    ) {
+        let Some(cc) = self.cc.as_mut() else {
+            return;
+        };
+        cc.on_ack(&AckSummary {
+            now,
+            delivered,
+            lost,
+            inflight: self.board.inflight(),
+            rtt,
+            rate,
+            round_start,
+        });
+        self.pacer
+            .set_rate(cc.pacing_rate(), self.mss, self.rtt.min_rtt());
+    }
+
+    /// Probe timeout (RFC 8985 §7.2): two smoothed RTTs, plus the peer's
+    /// delayed-ack allowance when a single segment is in flight.
+    fn pto(&self) -> Duration {
+        let srtt = self.rtt.srtt().unwrap_or(self.rtt.rto() / 2);
+        let mut pto = 2 * srtt;
+        if self.board.inflight() <= self.mss as u64 {
+            pto += self.cfg.ack_delay;
+        }
+        pto.max(Duration::from_millis(10)).min(self.rtt.rto())
+    }
+
+    fn on_rto_modern(&mut self, now: Instant) {
+        trace!(rto = ?self.rtt.rto(), "retransmission timeout (gshare mode)");
+        self.board.mark_all_lost();
+        if let Some(cc) = self.cc.as_mut() {
+            cc.on_rto(self.board.inflight());
+        }
+        if self.snd_una < self.ctl_len {
+            // Our CONNECT is still unacknowledged (its ack was lost in a
+            // simultaneous open): resend it, as the classic sender does;
+            // the scoreboard only tracks data.
+            self.rexmit_head = true;
+        }
+        self.tlp_deadline = None;
+        self.tlp_due = false;
+        self.rtt.back_off(self.cfg.max_rto);
+        self.rto_deadline = Some(now + self.rtt.rto());
+    }
+
+    /// What to send next in gshare mode: a tail-loss probe, a segment RACK
+    /// declared lost, else new data; within the controller's window and
+    /// the pacer's budget.
+    fn next_segment_modern(&mut self, now: Instant) -> Option<(u64, u8, usize)> {
+        let mss = self.mss as u64;
+        self.pacer_deadline = None;
+        let rwnd_room = (self.snd_una + self.snd_wnd).saturating_sub(self.snd_nxt);
+        let new_len = (self.sbuf.end() - self.snd_nxt).min(mss).min(rwnd_room);
+        if self.tlp_due {
+            // The probe goes regardless of window and pacer (RFC 8985 §7.3):
+            // new data if there is some, else the last segment again.
+            self.tlp_due = false;
+            if new_len > 0 {
+                return Some((self.snd_nxt, 0, new_len as usize));
+            }
+            self.board.probe_last();
+        }
+        let (seq, len) = if let Some((s, e)) = self.board.next_lost() {
+            (s, e - s)
+        } else if new_len > 0 {
+            (self.snd_nxt, new_len)
+        } else {
+            if self.snd_nxt >= self.sbuf.end() {
+                let cwnd = self.cc.as_ref().map_or(self.cwnd, |c| c.cwnd());
+                if self.board.inflight() + mss <= cwnd {
+                    self.board.set_app_limited();
+                }
+            }
+            return None;
+        };
+        let cwnd = self.cc.as_ref().map_or(self.cwnd, |c| c.cwnd());
+        let inflight = self.board.inflight();
+        if inflight > 0 && inflight + len > cwnd {
+            return None;
+        }
+        if let Some(t) = self.pacer.delay(now, len as usize) {
+            self.pacer_deadline = Some(t);
+            return None;
+        }
+        Some((seq, 0, len as usize))
+    }
+
     fn process_data(&mut self, now: Instant, seq: u64, payload: &[u8]) {
         let nxt = self.rbuf.nxt();
         if payload.is_empty() {
@@ -1154,6 +1408,19 @@ impl PseudoTcp {
             // Out of order or old: immediate duplicate ack (fast retransmit).
             self.dupack_due = true;
             self.last_ooo = seq;
+            if self.sack_ok {
+                // Duplicate data: report it first in the next SACK (DSACK,
+                // RFC 2883) so the sender can tell reordering from loss.
+                // Senders that predate it clamp the block away.
+                let end = seq + payload.len() as u64;
+                if seq < nxt {
+                    self.dsack = Some((seq, end.min(nxt)));
+                } else if let Some(r) = self.rbuf.ooo_ranges().containing(seq)
+                    && end <= r.1
+                {
+                    self.dsack = Some((seq, end));
+                }
+            }
         }
         if self.closing {
             // Graceful shutdown (LJ04): ack but discard.
@@ -1256,7 +1523,7 @@ impl PseudoTcp {
             && self.snd_una == self.snd_max
             && self.snd_nxt < self.sbuf.end()
         {
-            self.probe_interval = self.rto;
+            self.probe_interval = self.rtt.rto();
             self.probe_deadline = Some(now + self.probe_interval);
         }
         None
@@ -1271,7 +1538,9 @@ impl PseudoTcp {
                     || self.dupack_due
                     || self.rexmit_head
                     || self.probe_due
-                    || self.snd_nxt < self.sbuf.end()))
+                    || self.tlp_due
+                    || self.snd_nxt < self.sbuf.end()
+                    || (self.modern && self.board.next_lost().is_some())))
     }
 
     /// Flags and length of the segment starting at `seq` (≤ `max_len`).
@@ -1306,7 +1575,14 @@ impl PseudoTcp {
         }
         self.snd_max = self.snd_max.max(end);
         if self.rto_deadline.is_none() {
-            self.rto_deadline = Some(now + self.rto);
+            self.rto_deadline = Some(now + self.rtt.rto());
+        }
+        if self.modern && flags == 0 && len > 0 {
+            self.board.on_send(now, seq, end);
+            self.pacer.on_send(len);
+            if self.tlp_deadline.is_none() && !self.tlp_due {
+                self.tlp_deadline = Some(now + self.pto());
+            }
         }
     }
 
@@ -1319,6 +1595,9 @@ impl PseudoTcp {
         }
         if self.state != State::Established {
             return None;
+        }
+        if self.modern {
+            return self.next_segment_modern(now);
         }
         let mss = self.mss as u64;
         let rwnd_room = (self.snd_una + self.snd_wnd).saturating_sub(self.snd_nxt);
@@ -1347,7 +1626,7 @@ impl PseudoTcp {
         if self.snd_una == self.snd_max
             && self
                 .last_data_sent
-                .is_some_and(|t| now.saturating_duration_since(t) > self.rto)
+                .is_some_and(|t| now.saturating_duration_since(t) > self.rtt.rto())
         {
             self.cwnd = self.cwnd.min((10 * mss).min((2 * mss).max(14600)));
             self.last_data_sent = None;
@@ -1391,15 +1670,20 @@ impl PseudoTcp {
     /// A pure acknowledgement, with SACK blocks when the peer takes them.
     fn write_ack(&mut self, now: Instant, buf: &mut Vec<u8>) {
         let ooo = self.rbuf.ooo_ranges();
-        if self.sack_ok && !ooo.is_empty() {
+        let dsack = self.dsack.take().filter(|_| self.sack_ok);
+        if self.sack_ok && (!ooo.is_empty() || dsack.is_some()) {
             let mut blocks = [(0u32, 0u32); MAX_SACK_BLOCKS];
             let mut n = 0;
+            if let Some((s, e)) = dsack {
+                blocks[0] = (s as u32, e as u32);
+                n = 1;
+            }
             // The block holding the most recent arrival first (RFC 2018),
             // then the others from the lowest up (O(log n), not a scan).
             let recent = ooo.containing(self.last_ooo);
             if let Some(r) = recent {
-                blocks[0] = (r.0 as u32, r.1 as u32);
-                n = 1;
+                blocks[n] = (r.0 as u32, r.1 as u32);
+                n += 1;
             }
             for r in ooo.iter() {
                 if n == MAX_SACK_BLOCKS {
@@ -1542,7 +1826,18 @@ mod tests {
     /// grow it past `MAX_SACK_RANGES`, and each ack stays cheap.
     #[test]
     fn hostile_sack_blocks_cannot_grow_the_scoreboard() {
-        let (mut a, b, now) = established_gshare_pair();
+        // The classic sender's scoreboard (the model-based one has its own
+        // test in `recovery`).
+        let (mut a, mut b, now) = pair(
+            Config {
+                model_based: false,
+                ..Config::default()
+            },
+            Config::default(),
+        );
+        a.connect(now).unwrap();
+        exchange(&mut a, &mut b, now);
+        assert!(a.sack_ok && !a.modern);
         a.snd_wnd = 1 << 30;
         a.cwnd = 1 << 30;
         let data = vec![1u8; 4 << 20];
@@ -1635,7 +1930,8 @@ mod tests {
         assert_eq!(b.poll_event(), Some(Event::Connected));
         assert!(a.peer_is_gshare() && b.peer_is_gshare());
         assert_eq!(a.window_scales(), (7, 7));
-        assert_eq!(a.mss(), 1284);
+        // gshare peers: the 1400-byte default datagram minus our header.
+        assert_eq!(a.mss(), 1376);
         assert_eq!(a.send(b"hello").unwrap(), 5);
         exchange(&mut a, &mut b, now);
         assert_eq!(b.poll_event(), Some(Event::Readable));

@@ -1,12 +1,17 @@
 //! PseudoTCP: the reliable byte stream libjingle and libnice run over a UDP
-//! candidate pair (PROTOCOL.md §C), as a sans-IO engine plus a tokio adapter.
+//! candidate pair (docs/protocol.md §C), as a sans-IO engine plus a tokio adapter.
 //!
 //! Why hand-written: no Rust implementation exists (CRATES.md §5; the only
 //! crate is GPL FFI to libnice), and the wire format is libjingle's own — a
 //! 24-byte header, conversation 0, ISN 0, a CONNECT control segment — which no
 //! TCP or QUIC crate speaks.
 //!
-//! Layout: [`segment`] is the wire format, `buffer` the send/receive rings,
+//! Layout (cut as quinn-proto cuts the same concerns): [`segment`] is the
+//! wire format, `buffer` the send/receive rings, `range_set` the bounded
+//! range set shared by the receive buffer and the SACK scoreboards, `rtt`
+//! the RTT estimator, `cc` the congestion controllers behind one trait
+//! (`cc::bbr` for gshare peers), `recovery` the gshare sender's scoreboard
+//! (delivery-rate sampling, RACK-TLP, DSACK), `pacer` its token bucket,
 //! [`engine`] the state machine ([`PseudoTcp`]: datagrams and time in,
 //! datagrams, timers and events out), [`stream`] the tokio driver
 //! ([`PseudoTcpStream`], `AsyncRead + AsyncWrite` for hyper, over any
@@ -15,20 +20,27 @@
 //!
 //! Interop: against libjingle/libnice it behaves like them — MTU 1400 (mss
 //! 1284), no FIN (option 254 is never offered), window scaling only if both
-//! CONNECTs offer it, 30/15 transmission limits. Its sender is a modern TCP
-//! either way (RFC 6298 RTO with a 200 ms floor, NewReno, limited transmit,
-//! HyStart++, delayed acks that ack every second segment and every short one).
+//! CONNECTs offer it, 30/15 transmission limits — and its sender is the
+//! classic one: RFC 6298 RTO with a 200 ms floor, NewReno, limited
+//! transmit, HyStart++, delayed acks that ack every second segment and
+//! every short one. Those peers see exactly the bytes they always did.
 //!
 //! Between two gshare peers (private CONNECT option 0x67, which libnice skips
 //! by length and libjingle 0.4 never reads): segments sized to the path's
-//! datagram limit (64 KiB on loopback), multi-MiB scaled windows, and
-//! selective acknowledgements (flag 0x10). Large windows need large UDP
-//! socket buffers: whoever owns the socket should raise SO_RCVBUF/SO_SNDBUF
-//! to several MiB (PROTOCOL.md §F.1).
+//! datagram limit minus the 24-byte header (1448 on a 1500-byte path, 64 KiB
+//! on loopback), multi-MiB scaled windows, selective acknowledgements (flag
+//! 0x10) with DSACK, and the model-based sender (`Config::model_based`):
+//! BBR-family control, RACK-TLP loss detection, pacing. Large windows need
+//! large UDP socket buffers: whoever owns the socket should raise
+//! SO_RCVBUF/SO_SNDBUF to several MiB (docs/protocol.md §F.1).
 
 mod buffer;
+mod cc;
 pub mod engine;
+mod pacer;
 mod range_set;
+mod recovery;
+mod rtt;
 pub mod segment;
 pub mod sim;
 pub mod stream;

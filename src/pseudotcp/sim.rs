@@ -119,6 +119,11 @@ pub struct LinkConfig {
     pub loss: f64,
     /// Probability that a datagram is delivered twice.
     pub duplicate: f64,
+    /// Probability that a datagram is held back by `reorder_delay` (and so
+    /// overtaken by the ones behind it).
+    pub reorder: f64,
+    /// Extra delay of a reordered datagram.
+    pub reorder_delay: Duration,
     /// Bottleneck rate in bytes per second (`None`: unlimited).
     pub bandwidth: Option<u64>,
     /// Bytes the bottleneck queue holds before it drops (drop-tail).
@@ -132,6 +137,8 @@ impl Default for LinkConfig {
             jitter: Duration::ZERO,
             loss: 0.0,
             duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(5),
             bandwidth: None,
             queue_limit: usize::MAX,
         }
@@ -249,6 +256,9 @@ impl Link {
             let mut at = depart + self.cfg.delay;
             if !self.cfg.jitter.is_zero() {
                 at += self.cfg.jitter.mul_f64(self.rng.unit());
+            }
+            if self.rng.chance(self.cfg.reorder) {
+                at += self.cfg.reorder_delay;
             }
             let mut data = self.pool.pop().unwrap_or_default();
             data.clear();
@@ -575,4 +585,146 @@ pub fn transfer(sim: &mut Sim, spec: &TransferSpec) -> Result<TransferReport, Tr
         b_to_a_time: sides[0].done_at,
         elapsed: sim.now - start,
     })
+}
+
+/// Several connections whose a→b directions share one bottleneck link (the
+/// b→a directions each have their own, unconstrained): for fairness and
+/// queueing measurements. Datagrams carry their flow's index in a byte the
+/// simulator adds and strips.
+#[derive(Debug)]
+pub struct SharedBottleneck {
+    /// Virtual now.
+    pub now: Instant,
+    /// Where the simulation started.
+    pub start: Instant,
+    /// The connections (`.0` sends through the bottleneck to `.1`).
+    pub flows: Vec<(PseudoTcp, PseudoTcp)>,
+    /// The shared a→b link.
+    pub fwd: Link,
+    /// Each flow's b→a link.
+    pub back: Vec<Link>,
+    /// Sum and count of the queueing delay seen by datagrams entering the
+    /// bottleneck (for the mean added delay).
+    pub queue_delay_sum: Duration,
+    /// Datagrams over which `queue_delay_sum` was taken.
+    pub queue_samples: u64,
+    buf: Vec<u8>,
+    tagged: Vec<u8>,
+}
+
+impl SharedBottleneck {
+    /// `configs` pairs (sender, receiver); nothing is opened yet.
+    pub fn new(
+        configs: Vec<(Config, Config)>,
+        fwd: LinkConfig,
+        back: LinkConfig,
+        seed: u64,
+    ) -> Self {
+        let now = Instant::now();
+        let n = configs.len();
+        SharedBottleneck {
+            now,
+            start: now,
+            flows: configs
+                .into_iter()
+                .map(|(a, b)| (PseudoTcp::new(a, now), PseudoTcp::new(b, now)))
+                .collect(),
+            fwd: Link::new(fwd, seed ^ 0xa5a5_a5a5),
+            back: (0..n)
+                .map(|i| Link::new(back.clone(), seed.rotate_left(17) ^ i as u64))
+                .collect(),
+            queue_delay_sum: Duration::ZERO,
+            queue_samples: 0,
+            buf: Vec::with_capacity(65536),
+            tagged: Vec::with_capacity(65536),
+        }
+    }
+
+    /// Opens flow `i` (its sender connects).
+    pub fn open(&mut self, i: usize) {
+        let now = self.now;
+        let _ = self.flows[i].0.connect(now);
+    }
+
+    fn flush(&mut self) {
+        let now = self.now;
+        for (i, (a, b)) in self.flows.iter_mut().enumerate() {
+            while a.poll_transmit(now, &mut self.buf).is_some() {
+                self.tagged.clear();
+                self.tagged.push(i as u8);
+                self.tagged.extend_from_slice(&self.buf);
+                let backlog = self
+                    .fwd
+                    .busy_until
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                self.queue_delay_sum += backlog;
+                self.queue_samples += 1;
+                self.fwd.send(now, &self.tagged);
+            }
+            while b.poll_transmit(now, &mut self.buf).is_some() {
+                self.back[i].send(now, &self.buf);
+            }
+        }
+    }
+
+    /// Mean queueing delay at the bottleneck so far.
+    pub fn mean_queue_delay(&self) -> Duration {
+        if self.queue_samples == 0 {
+            return Duration::ZERO;
+        }
+        self.queue_delay_sum / self.queue_samples as u32
+    }
+
+    /// Runs until `until`: senders' buffers are kept full (`sending[i]`
+    /// says which flows send), receivers read everything. Returns the
+    /// bytes each receiver read.
+    pub fn run(&mut self, until: Instant, sending: &[bool]) -> Vec<u64> {
+        let fill = vec![0u8; 256 * 1024];
+        let mut read = vec![0u64; self.flows.len()];
+        while self.now < until {
+            for (i, (a, b)) in self.flows.iter_mut().enumerate() {
+                if sending.get(i).copied().unwrap_or(false) && a.state() == State::Established {
+                    while a.send(&fill).is_ok_and(|n| n > 0) {}
+                }
+                while let Ok(n) = b.recv_with(usize::MAX, |_| {}) {
+                    if n == 0 {
+                        break;
+                    }
+                    read[i] += n as u64;
+                }
+            }
+            self.flush();
+            let next = self
+                .flows
+                .iter()
+                .flat_map(|(a, b)| [a.poll_timeout(), b.poll_timeout()])
+                .chain([self.fwd.next_arrival()])
+                .chain(self.back.iter().map(|l| l.next_arrival()))
+                .flatten()
+                .min();
+            let t = next.map_or(until, |t| t.min(until));
+            self.now = self.now.max(t);
+            let now = self.now;
+            let flows = &mut self.flows;
+            self.fwd.deliver_due(now, |d| {
+                if let Some((&i, rest)) = d.split_first()
+                    && let Some(f) = flows.get_mut(usize::from(i))
+                {
+                    f.1.handle_datagram(now, rest);
+                }
+            });
+            for (i, l) in self.back.iter_mut().enumerate() {
+                let a = &mut flows[i].0;
+                l.deliver_due(now, |d| a.handle_datagram(now, d));
+            }
+            for (a, b) in flows.iter_mut() {
+                for e in [a, b] {
+                    if e.poll_timeout().is_some_and(|d| d <= now) {
+                        e.handle_timeout(now);
+                    }
+                }
+            }
+        }
+        read
+    }
 }
