@@ -275,7 +275,6 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
         fingerprint: identity.as_ref().map(|i| i.fingerprint()),
         digests: offered.iter().map(|o| o.sha256).collect(),
         resume: true,
-        ..Extension::default()
     };
     let handle = sig
         .machine
