@@ -541,3 +541,293 @@ async fn receive_from_libervia(s5b: bool) -> Used {
         Used::S5b(outcome.unwrap())
     }
 }
+
+/// gshare is the initiator: it offers a file with S5B to Libervia's
+/// `file receive`; Libervia's responder may send `candidate-used` before
+/// its `session-accept` (buffered by the machine); the data goes over the
+/// chosen stream; Libervia ends with `success` after our checksum.
+#[tokio::test]
+async fn gshare_sends_small_file_to_libervia_over_s5b() {
+    let p = Prosody::start(&[("alice", "a1ice"), ("bob", "b0b")]);
+    let lib = Libervia::start(&p.cert());
+    let lport = p.port.to_string();
+    lib.cli(&[
+        "profile",
+        "create",
+        "alice",
+        "-j",
+        "alice@localhost",
+        "-x",
+        "a1ice",
+    ]);
+    lib.cli(&["profile", "connect", "-p", "alice", "--start-session"]);
+    lib.cli(&[
+        "param",
+        "set",
+        "-p",
+        "alice",
+        "Connection",
+        "Force server",
+        "127.0.0.1",
+    ]);
+    lib.cli(&[
+        "param",
+        "set",
+        "-p",
+        "alice",
+        "Connection",
+        "Force port",
+        &lport,
+    ]);
+    lib.cli(&[
+        "param",
+        "set",
+        "-p",
+        "alice",
+        "General",
+        "allow_get_ip",
+        "false",
+    ]);
+    lib.cli(&["profile", "connect", "-p", "alice", "-c"]);
+    let info = lib.cli(&["info", "session", "-p", "alice", "--output", "json"]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&info.stdout).expect("session info as JSON");
+    let peer = info["jid"]
+        .as_str()
+        .expect("jid in session info")
+        .to_owned();
+    assert!(peer.starts_with("alice@localhost/"), "{peer}");
+
+    let recv_dir = lib.dir.path().join("recv");
+    std::fs::create_dir_all(&recv_dir).unwrap();
+    let mut receiver = lib
+        .cmd("/usr/bin/libervia-cli")
+        .args([
+            "file",
+            "receive",
+            "-p",
+            "alice",
+            "--path",
+            recv_dir.to_str().unwrap(),
+            "bob@localhost",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let the CLI register for the backend's actions (about 1 s start-up).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let opts = ConnectOptions {
+        forward_namespaces: vec![NS_JINGLE, NS_DISCO_INFO],
+        ..ConnectOptions::default()
+    };
+    let account = Account {
+        jid: "bob@localhost".parse().unwrap(),
+        password: "b0b".into(),
+        resource: None,
+        server: Some(p.server()),
+        ca_file: Some(p.cert()),
+    };
+    let (xmpp, mut rx) = Xmpp::connect(&account, opts).await.expect("login");
+    let bj = xmpp.jid().clone();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 253) as u8).collect();
+
+    let tsid = "gshare-t1".to_owned();
+    let listener = DirectListener::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let ours = vec![Candidate {
+        cid: "g1".into(),
+        host: "127.0.0.1".into(),
+        jid: Jid::from(bj.clone()),
+        port: listener.local_addr().port(),
+        priority: priority(CandidateType::Direct, DIRECT_LOCAL_PREF),
+        kind: CandidateType::Direct,
+    }];
+    let mut incoming = Some(
+        listener
+            .expect(&dst_addr(&tsid, &bj.to_string(), &peer))
+            .unwrap(),
+    );
+    let file = gshare::jingle::FileDesc {
+        name: Some("from-gshare.bin".into()),
+        size: Some(payload.len() as u64),
+        media_type: Some("application/octet-stream".into()),
+        hash_used: vec!["sha-256".into()],
+        ..Default::default()
+    };
+    let transport = Transport::S5b(S5bTransport {
+        sid: tsid.clone(),
+        dstaddr: Some(dst_addr(&tsid, &bj.to_string(), &peer)),
+        payload: S5bPayload::Candidates(ours.clone()),
+    });
+    let peer_full: jid::FullJid = peer.parse().unwrap();
+    let mut s = JingleSession::initiate(
+        Instant::now(),
+        Config::default(),
+        bj.clone(),
+        peer_full,
+        "gshare-s1".into(),
+        vec![gshare::jingle::file_offer("f1", file, transport)],
+    );
+    let mut neg = S5bNegotiation::new(true, ours);
+    let mut outgoing = None;
+    let mut sent = false;
+    let mut writer: Option<tokio::task::JoinHandle<()>> = None;
+    let mut ended = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while ended.is_none() {
+        while let Some(o) = s.poll_transmit() {
+            xmpp.send(Iq::try_from(o.to_element(None)).unwrap())
+                .await
+                .unwrap();
+        }
+        let now = Instant::now();
+        while let Some(ev) = s.poll_event() {
+            match ev {
+                JingleEvent::Accepted { contents } => {
+                    let c = &contents[0];
+                    if let Some(Transport::S5b(S5bTransport {
+                        payload: S5bPayload::Candidates(cands),
+                        ..
+                    })) = &c.transport
+                    {
+                        let lo: Vec<Candidate> = cands
+                            .iter()
+                            .filter(|c| c.host.starts_with("127.") || c.host == "::1")
+                            .cloned()
+                            .collect();
+                        neg.set_remote(lo);
+                    }
+                    // DST.ADDR of the responder's candidates: sid + responder + initiator.
+                    outgoing = connect_first(
+                        &neg.connect_order(),
+                        &dst_addr(&tsid, &peer, &bj.to_string()),
+                    )
+                    .await;
+                    let rep = outgoing
+                        .as_ref()
+                        .map_or(Report::Error, |(c, _)| Report::Used(c.cid.clone()));
+                    let pl = neg.local_result(rep);
+                    s.transport_info(
+                        now,
+                        "f1",
+                        Transport::S5b(S5bTransport {
+                            sid: tsid.clone(),
+                            dstaddr: None,
+                            payload: pl,
+                        }),
+                    )
+                    .unwrap();
+                }
+                JingleEvent::TransportInfo {
+                    transport: Transport::S5b(t),
+                    ..
+                } => {
+                    neg.remote_payload(&t.payload);
+                }
+                JingleEvent::Terminated { reason, by_peer } => ended = Some((reason, by_peer)),
+                JingleEvent::Received { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if writer.is_none() {
+            let stream = match neg.outcome() {
+                Some(Outcome::UseOutgoing { .. }) => outgoing.take().map(|(_, st)| st),
+                Some(Outcome::UseIncoming { .. }) => {
+                    let rx = incoming.take().unwrap();
+                    Some(
+                        tokio::time::timeout(Duration::from_secs(10), rx)
+                            .await
+                            .unwrap()
+                            .unwrap(),
+                    )
+                }
+                Some(Outcome::Fallback) => panic!("S5B failed with Libervia on loopback"),
+                None => None,
+            };
+            if let Some(mut st) = stream {
+                let data = payload.clone();
+                writer = Some(tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    st.write_all(&data).await.unwrap();
+                    st.shutdown().await.unwrap();
+                }));
+            }
+        }
+        if !sent && writer.as_ref().is_some_and(|w| w.is_finished()) {
+            sent = true;
+            let digest = Sha256::digest(&payload).to_vec();
+            let hashes = vec![gshare::jingle::Hash {
+                algo: "sha-256".into(),
+                digest,
+            }];
+            s.checksum(
+                now,
+                "f1",
+                gshare::jingle::FileDesc {
+                    hashes,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            continue;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no transfer in time: {}",
+            lib.backend_log()
+        );
+        let item = match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Ok(Some(i)) => i,
+            Ok(None) => panic!("xmpp closed"),
+            Err(_) => continue,
+        };
+        let Incoming::Iq(iq) = item else { continue };
+        let Some(iq) = IqIn::from_element(&Element::from(*iq)) else {
+            continue;
+        };
+        if let IqPayload::Get(q) = &iq.payload
+            && q.is("query", NS_DISCO_INFO)
+        {
+            let reply = Iq::Result {
+                from: None,
+                to: Some(iq.from.clone()),
+                id: iq.id.clone(),
+                payload: Some(disco_answer(q)),
+            };
+            xmpp.send(reply).await.unwrap();
+            continue;
+        }
+        s.handle_iq(Instant::now(), iq);
+    }
+    assert_eq!(
+        ended,
+        Some((Reason::new(ReasonKind::Success), true)),
+        "{}",
+        lib.backend_log()
+    );
+    let got = std::fs::read(recv_dir.join("from-gshare.bin")).expect("Libervia wrote the file");
+    assert!(got == payload, "the data differs");
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = receiver.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = receiver.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "libervia-cli file receive did not finish well: {status:?}"
+    );
+    xmpp.close().await;
+}

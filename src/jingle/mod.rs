@@ -29,8 +29,14 @@ pub use session::{
 
 /// A content offering one file (`creator='initiator'`,
 /// `senders='initiator'`) with its transport. `hash_used` announces a
-/// checksum to follow in `session-info` (what Libervia expects).
-pub fn file_offer(name: &str, file: FileDesc, transport: Transport) -> Content {
+/// checksum to follow in `session-info` (what Libervia expects). An absent
+/// description is sent as an empty `<desc/>`: Libervia fails the session
+/// (`failed-application`, a Python `KeyError: 'desc'`) on an offer without
+/// one (docs/protocol.md §G); XEP-0234 allows it either way.
+pub fn file_offer(name: &str, mut file: FileDesc, transport: Transport) -> Content {
+    if file.desc.is_none() {
+        file.desc = Some(String::new());
+    }
     Content {
         creator: Creator::Initiator,
         name: name.to_owned(),
