@@ -430,6 +430,7 @@ async fn receive_from_libervia(s5b: bool) -> Used {
                     transport: Transport::Ibb(t),
                 } => {
                     ibb = Some(IbbReceiver::new(
+                        Instant::now(),
                         Jid::new(&peer).unwrap(),
                         t.sid.clone(),
                         t.block_size,
@@ -491,7 +492,7 @@ async fn receive_from_libervia(s5b: bool) -> Used {
             continue;
         }
         if let Some(r) = ibb.as_mut()
-            && r.handle_iq(&iq)
+            && r.handle_iq(Instant::now(), &iq)
         {
             continue;
         }

@@ -364,7 +364,7 @@ fn ibb_fallback(a: &mut JingleSession, b: &mut JingleSession, payload: &[u8]) ->
         panic!("{ev:?}")
     };
     let mut tx = IbbSender::open(now, Jid::new(B).unwrap(), t.sid.clone(), t.block_size, 4);
-    let mut rx = IbbReceiver::new(Jid::new(A).unwrap(), t.sid.clone(), block);
+    let mut rx = IbbReceiver::new(Instant::now(), Jid::new(A).unwrap(), t.sid.clone(), block);
     let (mut sent, mut got, mut closing) = (0, Vec::new(), false);
     loop {
         while tx.can_send() && sent < payload.len() {
@@ -375,7 +375,7 @@ fn ibb_fallback(a: &mut JingleSession, b: &mut JingleSession, payload: &[u8]) ->
             closing = true;
         }
         let Some(o) = tx.poll_transmit() else { break };
-        assert!(rx.handle_iq(&wire(&o, A)));
+        assert!(rx.handle_iq(Instant::now(), &wire(&o, A)));
         while let Some(r) = rx.poll_transmit() {
             assert!(tx.handle_iq(&wire(&r, B)));
         }

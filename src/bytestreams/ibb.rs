@@ -31,6 +31,9 @@ pub const DEFAULT_BLOCK_SIZE: u16 = 4096;
 pub const MAX_WINDOW: usize = 16;
 /// Wait for the answer to one IBB IQ.
 pub const IQ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence a receiver accepts between `<open>`/`<data>` stanzas
+/// (and before `<open>`) before it gives the stream up.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What happened on an IBB stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +225,8 @@ pub struct IbbReceiver {
     block_size: Option<u16>,
     seq: u16,
     closed: bool,
+    /// Give up if nothing arrives before this ([`IDLE_TIMEOUT`]).
+    idle_deadline: Instant,
     transmit: VecDeque<IqOut>,
     events: VecDeque<IbbEvent>,
 }
@@ -229,8 +234,9 @@ pub struct IbbReceiver {
 impl IbbReceiver {
     /// Waits for `<open sid>` from `peer`, accepting blocks up to
     /// `max_block_size` (the size agreed in the Jingle transport).
-    pub fn new(peer: Jid, sid: String, max_block_size: u16) -> Self {
+    pub fn new(now: Instant, peer: Jid, sid: String, max_block_size: u16) -> Self {
         IbbReceiver {
+            idle_deadline: now + IDLE_TIMEOUT,
             peer,
             sid,
             max_block_size,
@@ -268,13 +274,14 @@ impl IbbReceiver {
 
     /// An IQ set carrying `<open>`, `<data>` or `<close>` for our sid from
     /// our peer. Returns false if not for this stream.
-    pub fn handle_iq(&mut self, iq: &IqIn) -> bool {
+    pub fn handle_iq(&mut self, now: Instant, iq: &IqIn) -> bool {
         let IqPayload::Set(el) = &iq.payload else {
             return false;
         };
         if iq.from != self.peer || el.ns() != NS_IBB || el.attr("sid") != Some(self.sid.as_str()) {
             return false;
         }
+        self.idle_deadline = now + IDLE_TIMEOUT;
         if self.closed {
             self.reply(iq, Some((ErrorType::Cancel, Condition::ItemNotFound)));
             return true;
@@ -352,6 +359,20 @@ impl IbbReceiver {
         true
     }
 
+    /// When [`IbbReceiver::handle_timeout`] must run (while open).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.closed).then_some(self.idle_deadline)
+    }
+
+    /// Gives the stream up after [`IDLE_TIMEOUT`] of silence.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.closed && now >= self.idle_deadline {
+            self.closed = true;
+            self.events
+                .push_back(IbbEvent::Failed("the in-band stream stalled".into()));
+        }
+    }
+
     fn fail_ret(&mut self, iq: &IqIn, c: Condition, why: &str) -> bool {
         self.fail(iq, ErrorType::Cancel, c, why);
         true
@@ -380,7 +401,7 @@ mod tests {
         let now = Instant::now();
         let (a, b) = ("a@x/1", "b@x/2");
         let mut tx = IbbSender::open(now, Jid::new(b).unwrap(), "s".into(), 7, 3);
-        let mut rx = IbbReceiver::new(Jid::new(a).unwrap(), "s".into(), 4096);
+        let mut rx = IbbReceiver::new(Instant::now(), Jid::new(a).unwrap(), "s".into(), 4096);
         tx.seq = 65534; // exercise the wrap on both ends
         rx.seq = 65534;
         let data: Vec<u8> = (0..200u8).collect();
@@ -397,7 +418,7 @@ mod tests {
                 closed = true;
             }
             let Some(o) = tx.poll_transmit() else { break };
-            assert!(rx.handle_iq(&deliver(o, a)));
+            assert!(rx.handle_iq(Instant::now(), &deliver(o, a)));
             while let Some(r) = rx.poll_transmit() {
                 assert!(tx.handle_iq(&deliver(r, b)));
             }
@@ -421,11 +442,11 @@ mod tests {
             id: id.into(),
             payload: IqPayload::Set(el),
         };
-        let mut rx = IbbReceiver::new(peer.clone(), "s".into(), 4096);
+        let mut rx = IbbReceiver::new(Instant::now(), peer.clone(), "s".into(), 4096);
         let open = ibb_el("open", "s")
             .attr(ncname("block-size"), "8192")
             .build();
-        assert!(rx.handle_iq(&set(open, "1")));
+        assert!(rx.handle_iq(Instant::now(), &set(open, "1")));
         assert!(matches!(
             rx.poll_transmit().unwrap().kind,
             IqOutKind::Error(ErrorReply {
@@ -434,30 +455,40 @@ mod tests {
             })
         ));
         let open = ibb_el("open", "s").attr(ncname("block-size"), "4").build();
-        assert!(rx.handle_iq(&set(open, "2")));
+        assert!(rx.handle_iq(Instant::now(), &set(open, "2")));
         assert_eq!(rx.poll_transmit().unwrap().kind, IqOutKind::Result);
         let big = ibb_el("data", "s")
             .attr(ncname("seq"), "0")
             .append("AAECAwQF")
             .build();
-        assert!(rx.handle_iq(&set(big, "3")));
+        assert!(rx.handle_iq(Instant::now(), &set(big, "3")));
         assert!(matches!(
             rx.poll_transmit().unwrap().kind,
             IqOutKind::Error(_)
         ));
-        let mut rx = IbbReceiver::new(peer.clone(), "s".into(), 4096);
-        rx.handle_iq(&set(
-            ibb_el("open", "s").attr(ncname("block-size"), "4").build(),
-            "1",
-        ));
+        let mut rx = IbbReceiver::new(Instant::now(), peer.clone(), "s".into(), 4096);
+        rx.handle_iq(
+            Instant::now(),
+            &set(
+                ibb_el("open", "s").attr(ncname("block-size"), "4").build(),
+                "1",
+            ),
+        );
         let skip = ibb_el("data", "s")
             .attr(ncname("seq"), "1")
             .append("AAE=")
             .build();
-        assert!(rx.handle_iq(&set(skip, "2")));
+        assert!(rx.handle_iq(Instant::now(), &set(skip, "2")));
         let evs: Vec<_> = std::iter::from_fn(|| rx.poll_event()).collect();
         assert!(matches!(evs.last(), Some(IbbEvent::Failed(_))));
+        // Silence: the receiver gives up after IDLE_TIMEOUT.
+        let t0 = Instant::now();
+        let mut rx = IbbReceiver::new(t0, peer.clone(), "s".into(), 4096);
+        assert_eq!(rx.poll_timeout(), Some(t0 + IDLE_TIMEOUT));
+        rx.handle_timeout(t0 + IDLE_TIMEOUT);
+        assert!(matches!(rx.poll_event(), Some(IbbEvent::Failed(_))));
+        assert_eq!(rx.poll_timeout(), None);
         // Other sids are not ours.
-        assert!(!rx.handle_iq(&set(ibb_el("close", "t").build(), "3")));
+        assert!(!rx.handle_iq(Instant::now(), &set(ibb_el("close", "t").build(), "3")));
     }
 }

@@ -15,6 +15,7 @@
 //! [`S5bNegotiation::outcome`] says which stream to keep.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
@@ -30,6 +31,13 @@ pub fn priority(kind: CandidateType, local_pref: u16) -> u32 {
 
 /// The local preference we give direct candidates.
 pub const DIRECT_LOCAL_PREF: u16 = 10000;
+
+/// Longest wait, from [`S5bNegotiation::start`], for both reports: each
+/// side tries every candidate with a bounded handshake
+/// (`socks5::HANDSHAKE_TIMEOUT` each, at most `MAX_CANDIDATES` of them), so
+/// a peer silent this long is treated as `candidate-error` and the
+/// negotiation falls back (or takes our own choice).
+pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a side reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +82,7 @@ pub struct S5bNegotiation {
     remote: Vec<Candidate>,
     ours: Option<Report>,
     theirs: Option<Report>,
+    deadline: Option<Instant>,
 }
 
 impl S5bNegotiation {
@@ -85,7 +94,41 @@ impl S5bNegotiation {
             remote: Vec::new(),
             ours: None,
             theirs: None,
+            deadline: None,
         }
+    }
+
+    /// Starts the [`NEGOTIATION_TIMEOUT`] clock (when the transports were
+    /// exchanged: at accept).
+    pub fn start(&mut self, now: Instant) {
+        self.deadline = Some(now + NEGOTIATION_TIMEOUT);
+    }
+
+    /// When [`S5bNegotiation::handle_timeout`] must run, while undecided.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ours.is_some() && self.theirs.is_some() {
+            None
+        } else {
+            self.deadline
+        }
+    }
+
+    /// Past the deadline, a missing report counts as an error, so that
+    /// [`S5bNegotiation::outcome`] decides. Returns true if it changed
+    /// anything (the driver then sends our `candidate-error` if ours was
+    /// missing).
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        if self.deadline.is_none_or(|d| d > now) {
+            return false;
+        }
+        let mut changed = false;
+        for r in [&mut self.ours, &mut self.theirs] {
+            if r.is_none() {
+                *r = Some(Report::Error);
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The peer's candidates arrived (offer, accept or transport-info).
@@ -219,6 +262,23 @@ mod tests {
             priority: priority(kind, pref),
             kind,
         }
+    }
+
+    #[test]
+    fn silent_peer_times_out_into_our_choice() {
+        let now = Instant::now();
+        let mut n = S5bNegotiation::new(true, vec![cand("l1", CandidateType::Direct, 1)]);
+        n.set_remote(vec![cand("r1", CandidateType::Direct, 1)]);
+        n.start(now);
+        n.local_result(Report::Used("r1".into()));
+        assert_eq!(n.poll_timeout(), Some(now + NEGOTIATION_TIMEOUT));
+        assert!(!n.handle_timeout(now + NEGOTIATION_TIMEOUT - Duration::from_millis(1)));
+        assert_eq!(n.outcome(), None);
+        assert!(n.handle_timeout(now + NEGOTIATION_TIMEOUT));
+        assert!(
+            matches!(n.outcome(), Some(Outcome::UseOutgoing { candidate }) if candidate.cid == "r1")
+        );
+        assert_eq!(n.poll_timeout(), None);
     }
 
     #[test]
