@@ -1,6 +1,7 @@
 //! Byte streams for Jingle file transfer: XEP-0065/XEP-0260 SOCKS5
 //! bytestreams ([`socks5`], [`s5b`], [`proxy`]) and XEP-0047/XEP-0261
-//! in-band bytestreams ([`ibb`]).
+//! in-band bytestreams ([`ibb`], and [`ibb_stream`] for the same as
+//! `AsyncRead`/`AsyncWrite`).
 //!
 //! Sans-IO where there is protocol state ([`s5b::S5bNegotiation`],
 //! [`ibb::IbbSender`], [`ibb::IbbReceiver`], the [`proxy`] IQ codec); the
@@ -14,6 +15,7 @@
 //! server side keyed by DST.ADDR that XEP-0065 needs.
 
 pub mod ibb;
+pub mod ibb_stream;
 pub mod proxy;
 pub mod s5b;
 pub mod socks5;

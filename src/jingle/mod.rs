@@ -9,10 +9,37 @@
 //! `crate::bytestreams`; each yields a byte stream per content that the
 //! send/receive jobs read or write like any `AsyncRead`/`AsyncWrite`.
 //!
-//! Seams for the job layer: build contents with [`file_offer`], start with
-//! [`JingleSession::initiate`] (sender) or [`JingleSession::from_initiate`]
-//! (receiver), then feed `JingleEvent`s to `crate::bytestreams::s5b`'s
-//! negotiator and hand the resulting stream to the job.
+//! # Seams for the job layer (not wired yet)
+//!
+//! Signalling: route every IQ set whose child is `<jingle>` to the session
+//! with that [`jingle_sid`] (or answer [`unknown_session_reply`]), route
+//! results/errors to all sessions until one takes them, send what
+//! `poll_transmit` yields, and drive `poll_timeout`/`handle_timeout`; the
+//! XMPP layer forwards `NS_JINGLE` and the IBB namespace via
+//! `ConnectOptions::forward_namespaces`.
+//!
+//! - Send a file: [`file_offer`] per file (S5B transport with our
+//!   candidates: `bytestreams::socks5::DirectListener` addresses and,
+//!   from `bytestreams::proxy`, the server's proxy), then
+//!   [`JingleSession::initiate`]. On [`JingleEvent::Accepted`] feed the
+//!   peer's candidates to a `bytestreams::s5b::S5bNegotiation`, try them
+//!   with `connect_first`, send our report with
+//!   [`JingleSession::transport_info`]; feed every
+//!   [`JingleEvent::TransportInfo`] to the negotiation. Its `Outcome` names
+//!   the `TcpStream` to write (proxy: connect, activate, send
+//!   `<activated/>`); `Fallback` → [`JingleSession::transport_replace`]
+//!   with IBB, then `bytestreams::ibb_stream::ibb_writer`. After the data,
+//!   [`JingleSession::checksum`]; the peer ends with `success`.
+//! - Receive: [`JingleSession::from_initiate`] gives
+//!   [`JingleEvent::Offered`]; [`JingleSession::accept`] with our
+//!   candidates or [`JingleSession::decline`]; the same negotiation, then
+//!   read the stream (IBB: `ibb_reader` after
+//!   [`JingleEvent::TransportReplace`] + [`JingleSession::transport_accept`]);
+//!   compare [`JingleEvent::Checksum`] (either hash form) and
+//!   [`JingleSession::terminate`] with `success` or `media-error`.
+//!
+//! `tests/jingle_s5b.rs`, `tests/jingle_proxy65.rs` and
+//! `tests/jingle_libervia.rs` drive exactly these steps by hand.
 
 pub mod codec;
 pub mod session;
