@@ -180,15 +180,43 @@ fn disco_answer(get: &Element) -> Element {
 /// S5B: we try Libervia's loopback candidates and offer our own.
 #[tokio::test]
 async fn libervia_sends_small_file_to_gshare_over_s5b() {
-    let used = receive_from_libervia(true).await;
+    let (used, _) = receive_from_libervia(Mode::Direct).await;
     assert!(matches!(used, Used::S5b(_)), "{used:?}");
+}
+
+/// Proxy: the server runs `mod_proxy65`; we offer nothing and use only
+/// Libervia's proxy candidate. Stock Libervia fails to activate its own
+/// proxy candidate, sends `<proxy-error/>` and replaces the transport with
+/// IBB (docs/protocol.md §G); a Libervia that activates works over the
+/// proxy. Either way the file must arrive intact.
+#[tokio::test]
+async fn libervia_proxy_candidate_then_proxy_error_or_activation() {
+    let (used, proxy_error) = receive_from_libervia(Mode::LiberviaProxy).await;
+    // IBB here means the proxy failed on Libervia's side: it said so first.
+    assert_eq!(used == Used::Ibb, proxy_error, "{used:?}");
+    assert!(
+        used == Used::Ibb
+            || matches!(&used, Used::S5b(Outcome::UseOutgoing { candidate }) if candidate.kind == CandidateType::Proxy),
+        "{used:?}"
+    );
+    eprintln!("Libervia proxy candidate: {used:?}");
 }
 
 /// IBB: we offer no candidate and report candidate-error; Libervia
 /// replaces the transport with IBB (docs/protocol.md §G).
 #[tokio::test]
 async fn libervia_falls_back_to_ibb_on_candidate_error() {
-    assert_eq!(receive_from_libervia(false).await, Used::Ibb);
+    assert_eq!(receive_from_libervia(Mode::NoCandidates).await.0, Used::Ibb);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// Try Libervia's loopback direct candidates, offer ours.
+    Direct,
+    /// Offer none, try none.
+    NoCandidates,
+    /// A server proxy exists; offer none, try only Libervia's proxy one.
+    LiberviaProxy,
 }
 
 #[derive(Debug, PartialEq)]
@@ -197,8 +225,15 @@ enum Used {
     Ibb,
 }
 
-async fn receive_from_libervia(s5b: bool) -> Used {
-    let p = Prosody::start(&[("alice", "a1ice"), ("bob", "b0b")]);
+/// Returns the transport used and whether Libervia sent `<proxy-error/>`.
+async fn receive_from_libervia(mode: Mode) -> (Used, bool) {
+    let p = Prosody::start_with(
+        &[("alice", "a1ice"), ("bob", "b0b")],
+        prosody::Options {
+            proxy65: mode == Mode::LiberviaProxy,
+            ..Default::default()
+        },
+    );
     let lib = Libervia::start(&p.cert());
     let lport = p.port.to_string();
     lib.cli(&[
@@ -294,6 +329,7 @@ async fn receive_from_libervia(s5b: bool) -> Used {
     let mut ibb_data = Vec::new();
     let mut checksum = None;
     let mut outcome = None;
+    let mut proxy_error = false;
     let mut done = false;
     while !done {
         // Send what the machines queued.
@@ -335,16 +371,27 @@ async fn receive_from_libervia(s5b: bool) -> Used {
                     let S5bPayload::Candidates(cands) = &t.payload else {
                         panic!()
                     };
-                    let lo: Vec<Candidate> = if !s5b {
-                        Vec::new()
-                    } else {
-                        cands
+                    let lo: Vec<Candidate> = match mode {
+                        Mode::NoCandidates => Vec::new(),
+                        Mode::Direct => cands
                             .iter()
                             .filter(|c| c.host.starts_with("127.") || c.host == "::1")
                             .cloned()
-                            .collect()
+                            .collect(),
+                        Mode::LiberviaProxy => {
+                            let v: Vec<Candidate> = cands
+                                .iter()
+                                .filter(|c| c.kind == CandidateType::Proxy)
+                                .cloned()
+                                .collect();
+                            assert!(
+                                !v.is_empty(),
+                                "Libervia offered no proxy candidate: {cands:?}"
+                            );
+                            v
+                        }
                     };
-                    let ours = if !s5b {
+                    let ours = if mode != Mode::Direct {
                         Vec::new()
                     } else {
                         vec![Candidate {
@@ -399,6 +446,7 @@ async fn receive_from_libervia(s5b: bool) -> Used {
                     ..
                 } => {
                     let n = neg.as_mut().unwrap();
+                    proxy_error |= t.payload == S5bPayload::ProxyError;
                     n.remote_payload(&t.payload);
                     outcome = n.outcome();
                     match n.outcome() {
@@ -536,11 +584,12 @@ async fn receive_from_libervia(s5b: bool) -> Used {
         "libervia-cli file send did not finish well: {status:?}"
     );
     xmpp.close().await;
-    if ibb.is_some() {
+    let used = if ibb.is_some() {
         Used::Ibb
     } else {
         Used::S5b(outcome.unwrap())
-    }
+    };
+    (used, proxy_error)
 }
 
 /// gshare is the initiator: it offers a file with S5B to Libervia's
