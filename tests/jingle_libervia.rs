@@ -598,6 +598,18 @@ async fn receive_from_libervia(mode: Mode) -> (Used, bool) {
 /// chosen stream; Libervia ends with `success` after our checksum.
 #[tokio::test]
 async fn gshare_sends_small_file_to_libervia_over_s5b() {
+    send_to_libervia(false).await;
+}
+
+/// gshare is the initiator and neither side offers a usable candidate:
+/// both report `candidate-error`, gshare sends `transport-replace` to IBB,
+/// Libervia accepts, and the file goes through `ibb_writer` (window 4).
+#[tokio::test]
+async fn gshare_sends_small_file_to_libervia_over_ibb_after_replace() {
+    send_to_libervia(true).await;
+}
+
+async fn send_to_libervia(ibb: bool) {
     let p = Prosody::start(&[("alice", "a1ice"), ("bob", "b0b")]);
     let lib = Libervia::start(&p.cert());
     let lport = p.port.to_string();
@@ -687,7 +699,7 @@ async fn gshare_sends_small_file_to_libervia_over_s5b() {
     let listener = DirectListener::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let ours = vec![Candidate {
+    let mut ours = vec![Candidate {
         cid: "g1".into(),
         host: "127.0.0.1".into(),
         jid: Jid::from(bj.clone()),
@@ -695,6 +707,28 @@ async fn gshare_sends_small_file_to_libervia_over_s5b() {
         priority: priority(CandidateType::Direct, DIRECT_LOCAL_PREF),
         kind: CandidateType::Direct,
     }];
+    if ibb {
+        ours.clear();
+    }
+    let (ibb_in_tx, ibb_in) = tokio::sync::mpsc::channel::<IqIn>(64);
+    let mut ibb_in = Some(ibb_in);
+    let (ibb_out, mut ibb_out_rx) =
+        tokio::sync::mpsc::channel::<gshare::session::envelope::IqOut>(64);
+    {
+        let xmpp = xmpp.clone();
+        tokio::spawn(async move {
+            while let Some(o) = ibb_out_rx.recv().await {
+                if xmpp
+                    .send(Iq::try_from(o.to_element(None)).unwrap())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let mut replaced = false;
     let mut incoming = Some(
         listener
             .expect(&dst_addr(&tsid, &bj.to_string(), &peer))
@@ -745,7 +779,7 @@ async fn gshare_sends_small_file_to_libervia_over_s5b() {
                     {
                         let lo: Vec<Candidate> = cands
                             .iter()
-                            .filter(|c| c.host.starts_with("127.") || c.host == "::1")
+                            .filter(|c| !ibb && (c.host.starts_with("127.") || c.host == "::1"))
                             .cloned()
                             .collect();
                         neg.set_remote(lo);
@@ -779,10 +813,44 @@ async fn gshare_sends_small_file_to_libervia_over_s5b() {
                 }
                 JingleEvent::Terminated { reason, by_peer } => ended = Some((reason, by_peer)),
                 JingleEvent::Received { .. } => {}
+                JingleEvent::TransportAccepted {
+                    transport: Transport::Ibb(t),
+                    ..
+                } if ibb && writer.is_none() => {
+                    let tx = gshare::bytestreams::ibb::IbbSender::open(
+                        now,
+                        Jid::new(&peer).unwrap(),
+                        t.sid.clone(),
+                        t.block_size,
+                        4,
+                    );
+                    let (mut w, task) = gshare::bytestreams::ibb_stream::ibb_writer(
+                        tx,
+                        ibb_in.take().unwrap(),
+                        ibb_out.clone(),
+                    );
+                    let data = payload.clone();
+                    writer = Some(tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        w.write_all(&data).await.unwrap();
+                        w.shutdown().await.unwrap();
+                        assert_eq!(task.await.unwrap(), Ok(data.len() as u64));
+                    }));
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
-        if writer.is_none() {
+        if ibb && !replaced && neg.outcome() == Some(Outcome::Fallback) {
+            replaced = true;
+            let t = Transport::Ibb(gshare::jingle::IbbTransport {
+                sid: tsid.clone(),
+                block_size: 4096,
+                stanza: gshare::jingle::IbbStanza::Iq,
+            });
+            s.transport_replace(now, "f1", t).unwrap();
+            continue;
+        }
+        if writer.is_none() && !ibb {
             let stream = match neg.outcome() {
                 Some(Outcome::UseOutgoing { .. }) => outgoing.take().map(|(_, st)| st),
                 Some(Outcome::UseIncoming { .. }) => {
@@ -848,6 +916,10 @@ async fn gshare_sends_small_file_to_libervia_over_s5b() {
                 payload: Some(disco_answer(q)),
             };
             xmpp.send(reply).await.unwrap();
+            continue;
+        }
+        if iq.id.starts_with("ibb-") {
+            ibb_in_tx.send(iq).await.unwrap();
             continue;
         }
         s.handle_iq(Instant::now(), iq);
