@@ -4,7 +4,7 @@
 //! with the `crate::jingle` machine and `crate::bytestreams` (S5B on
 //! loopback, or IBB after Libervia's transport-replace). The received
 //! bytes and Libervia's checksum (its base64-of-hex form) are checked.
-//! Facts used: docs/protocol.md §G.
+//! Jingle as a whole is planned in docs/protocol.md §H.4.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -187,7 +187,7 @@ async fn libervia_sends_small_file_to_gshare_over_s5b() {
 /// Proxy: the server runs `mod_proxy65`; we offer nothing and use only
 /// Libervia's proxy candidate. Stock Libervia fails to activate its own
 /// proxy candidate, sends `<proxy-error/>` and replaces the transport with
-/// IBB (docs/protocol.md §G); a Libervia that activates works over the
+/// IBB; a Libervia that activates works over the
 /// proxy. Either way the file must arrive intact.
 #[tokio::test]
 async fn libervia_proxy_candidate_then_proxy_error_or_activation() {
@@ -203,7 +203,7 @@ async fn libervia_proxy_candidate_then_proxy_error_or_activation() {
 }
 
 /// IBB: we offer no candidate and report candidate-error; Libervia
-/// replaces the transport with IBB (docs/protocol.md §G).
+/// replaces the transport with IBB.
 #[tokio::test]
 async fn libervia_falls_back_to_ibb_on_candidate_error() {
     assert_eq!(receive_from_libervia(Mode::NoCandidates).await.0, Used::Ibb);

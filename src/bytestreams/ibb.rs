@@ -25,7 +25,7 @@ pub const NS_IBB: &str = "http://jabber.org/protocol/ibb";
 /// Largest block size we accept or offer (XEP-0047 caps it at 65535;
 /// larger blocks make larger stanzas that servers may refuse).
 pub const MAX_BLOCK_SIZE: u16 = 65535;
-/// Block size we offer by default (Libervia's, docs/protocol.md §G).
+/// Block size we offer by default (Libervia's).
 pub const DEFAULT_BLOCK_SIZE: u16 = 4096;
 /// Most data IQs in flight (bounds the acknowledgement table).
 pub const MAX_WINDOW: usize = 16;

@@ -24,7 +24,7 @@ use crate::jingle::{Candidate, CandidateType, S5bPayload};
 
 /// XEP-0260 §2.2 priority for a candidate: `(type preference << 16) +
 /// local preference`. Direct candidates of Libervia use 10000 as local
-/// preference (docs/protocol.md §G); we do the same.
+/// preference (Libervia 0.9, see tests/jingle_libervia.rs); we do the same.
 pub fn priority(kind: CandidateType, local_pref: u16) -> u32 {
     (kind.preference() << 16) + u32::from(local_pref)
 }

@@ -4,7 +4,7 @@
 //!
 //! Hand-written rather than taken from `xmpp-parsers` 0.23, whose modules
 //! were checked against the XEPs and the peers we must read
-//! (docs/protocol.md §G): its `jingle_ft::File` rejects `<hash-used/>`,
+//! (Libervia 0.9, see tests/jingle_libervia.rs): its `jingle_ft::File` rejects `<hash-used/>`,
 //! which Libervia puts in every offer; its `jingle_s5b::Candidate` keeps
 //! every field private with no accessor, so a received candidate cannot be
 //! read; its `hashes::Hash` takes the base64 text literally, while Libervia
@@ -287,7 +287,7 @@ impl fmt::Debug for Hash {
 impl Hash {
     /// Reads a `<hash>`. The text is base64 of the digest (XEP-0300); when
     /// it decodes to twice the algorithm's digest length of ASCII hex, it is
-    /// Libervia's base64-of-hex form (docs/protocol.md §G) and the hex is
+    /// Libervia's base64-of-hex form (Libervia 0.9, see tests/jingle_libervia.rs) and the hex is
     /// decoded too, so both forms compare equal.
     pub fn parse(el: &Element) -> Result<Self, CodecError> {
         let algo = req_attr(el, "algo")?;
@@ -960,7 +960,8 @@ impl Jingle {
 mod tests {
     use super::*;
 
-    /// Libervia's offer, as logged by Prosody (docs/protocol.md §G).
+    /// An offer shaped like Libervia 0.9's (empty desc and range, hash-used,
+    /// direct and proxy candidates with its priorities).
     const LIBERVIA_OFFER: &str = "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' initiator='a@localhost/libervia.x' sid='abc123'>\
         <content creator='initiator' name='c1' senders='initiator'>\
         <description xmlns='urn:xmpp:jingle:apps:file-transfer:5'><file><name>small.bin</name><size>1234</size>\

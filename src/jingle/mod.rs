@@ -59,7 +59,7 @@ pub use session::{
 /// checksum to follow in `session-info` (what Libervia expects). An absent
 /// description is sent as an empty `<desc/>`: Libervia fails the session
 /// (`failed-application`, a Python `KeyError: 'desc'`) on an offer without
-/// one (docs/protocol.md §G); XEP-0234 allows it either way.
+/// one (Libervia 0.9, see tests/jingle_libervia.rs); XEP-0234 allows it either way.
 pub fn file_offer(name: &str, mut file: FileDesc, transport: Transport) -> Content {
     if file.desc.is_none() {
         file.desc = Some(String::new());

@@ -12,7 +12,7 @@
 //! `crate::bytestreams` from the [`JingleEvent`]s, and fed back through the
 //! transport commands.
 //!
-//! Peer quirks (docs/protocol.md §G): Libervia's responder may send its
+//! Peer quirks (Libervia 0.9, see tests/jingle_libervia.rs): Libervia's responder may send its
 //! `transport-info` (`candidate-used` / `candidate-error`) *before* its
 //! `session-accept`; the initiator acknowledges and buffers those (at most
 //! [`MAX_EARLY_INFOS`]) and replays them as events right after
