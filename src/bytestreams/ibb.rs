@@ -7,6 +7,11 @@
 //! is a window of 1), then `<close>`. [`IbbReceiver`]: checks the sid, the
 //! block size it agreed to and the 16-bit wrapping sequence number; any
 //! violation closes the stream with an error (XEP-0047 §2.2).
+//!
+//! Not `xmpp_parsers::ibb`: its `Data` decodes the whole base64 text
+//! before the caller can compare it with the agreed block size; here the
+//! text length is checked first, so an oversized block is refused
+//! without decoding it (the XMPP layer's stanza limit bounds the text).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
