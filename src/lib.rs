@@ -6,9 +6,11 @@
 //! itself lives in the binary (`src/cli.rs`): the library takes plain option
 //! types ([`transfer::SendOptions`], [`transfer::ReceiveOptions`]).
 
+pub mod bytestreams;
 pub mod config;
 pub mod http;
 pub mod ice;
+pub mod jingle;
 pub mod net;
 pub mod pseudotcp;
 pub mod rng;

@@ -17,6 +17,8 @@ pub struct Prosody {
     pub port: u16,
     /// The HTTPS port of `mod_http_file_share`, when [`Options::upload`] is set.
     pub https_port: Option<u16>,
+    /// The SOCKS5 port of `mod_proxy65`, when [`Options::proxy65`] is set.
+    pub proxy65_port: Option<u16>,
     options: Options,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -38,6 +40,9 @@ pub struct Options {
     /// Run inside this network namespace (`ip netns` name), listening on
     /// this address instead of 127.0.0.1 (the TURN lab's public segment).
     pub netns: Option<(String, String)>,
+    /// XEP-0065 SOCKS5 proxy `proxy.localhost` (`mod_proxy65` as a
+    /// component) on a loopback port, announcing `127.0.0.1`.
+    pub proxy65: bool,
 }
 
 /// `mod_http_file_share` limits.
@@ -112,9 +117,11 @@ impl Prosody {
         assert!(status.success(), "openssl could not make a certificate");
         let port = free_port();
         let https_port = options.upload.as_ref().map(|_| free_port());
+        let proxy65_port = options.proxy65.then(free_port);
         let mut p = Prosody {
             port,
             https_port,
+            proxy65_port,
             options,
             dir,
             child: None,
@@ -159,6 +166,14 @@ http_external_url = "https://{DOMAIN}:{hp}/"
             );
         }
         let mut extra = String::new();
+        if let Some(pp) = self.proxy65_port {
+            extra.push_str(&format!(
+                "proxy65_ports = {{ {pp} }}\nproxy65_interfaces = {{ \"127.0.0.1\" }}\n"
+            ));
+            components.push_str(&format!(
+                "Component \"proxy.{DOMAIN}\" \"proxy65\"\n  proxy65_address = \"127.0.0.1\"\n"
+            ));
+        }
         if let Some((host, port, secret)) = &self.options.turn_external {
             enabled.push_str(r#"; "turn_external""#);
             extra.push_str(&format!(
@@ -225,7 +240,10 @@ certificates = "{d}"
             .expect("start prosody");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        for port in std::iter::once(self.port).chain(self.https_port) {
+        for port in std::iter::once(self.port)
+            .chain(self.https_port)
+            .chain(self.proxy65_port)
+        {
             self.wait_listening(port, deadline);
         }
     }
