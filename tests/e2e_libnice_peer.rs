@@ -56,7 +56,7 @@ const STEP: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------
 // files and names
 
-/// libjingle 0.4 `url_encode` (PROTOCOL.md §D.1): `%xx` in lowercase hex
+/// libjingle 0.4 `url_encode` (docs/protocol.md §D.1): `%xx` in lowercase hex
 /// for controls, space, `"#$%&+,/:;<=>?@[\]^`{|}` and DEL; letters, digits,
 /// `!'()*-._~` and every byte ≥ 0x80 stay raw.
 fn lj_url_encode(name: &str) -> Vec<u8> {
@@ -248,7 +248,7 @@ fn transport_info(
 }
 
 /// `<candidate>`s of a transport-info from gshare, checked to carry all
-/// ten attributes (PROTOCOL.md §G.3), as nice_peer input lines.
+/// ten attributes (docs/protocol.md §G.3), as nice_peer input lines.
 fn gshare_candidates(session: &Element, channel: &str) -> Vec<String> {
     let transport = session.get_child("transport", NS_P2P).unwrap_or_else(|| {
         panic!(

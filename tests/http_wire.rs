@@ -1,4 +1,4 @@
-//! The HTTP layer on the wire (PROTOCOL.md §D), over `tokio::io::duplex`: the exact bytes our
+//! The HTTP layer on the wire (docs/protocol.md §D), over `tokio::io::duplex`: the exact bytes our
 //! client sends, the exact heads our server sends, a raw libjingle-style server parsed by our
 //! client, gabble/libjingle-style raw requests answered by our server, sequential items on one
 //! connection, hostile names, and path-traversal attempts.

@@ -1,4 +1,4 @@
-//! Interop with libnice 0.1.x in Google compatibility mode (PROTOCOL.md §F):
+//! Interop with libnice 0.1.x in Google compatibility mode (docs/protocol.md §F):
 //! a libnice agent (tests/support/nice_peer.c, datagram mode, echoing) and
 //! gshare's `IceChannel` exchange candidates through the test, reach a pair
 //! on loopback, and move datagrams both ways. Both orders of candidate

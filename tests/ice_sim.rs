@@ -315,7 +315,7 @@ fn keepalives_are_paced_once_writable() {
         false
     });
     net.run_until(Duration::from_secs(12));
-    // One keepalive per ~0.9–1 s per side (§B.6): about 20 in 10 s.
+    // One keepalive per ~0.9–1 s per side (docs/protocol.md §B.6): about 20 in 10 s.
     let n = counter.get();
     assert!((16..=24).contains(&n), "{n} checks in 10 s");
     assert!(net.nodes[0].agent.is_writable() && net.nodes[1].agent.is_writable());
@@ -556,7 +556,7 @@ fn thousands_of_remote_candidates_are_bounded() {
         net.nodes[0].agent.selected(),
         Some((0, addr("10.0.0.2:2000")))
     );
-    // Duplicates and changes are refused (§B.1).
+    // Duplicates and changes are refused (docs/protocol.md §B.1).
     let dup = net.candidates(1)[0].clone();
     assert_eq!(
         net.nodes[0].agent.add_remote_candidate(now, dup.clone()),

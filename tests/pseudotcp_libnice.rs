@@ -1,4 +1,4 @@
-//! PseudoTCP interop with libnice (PROTOCOL.md §C, §F): a reliable libnice
+//! PseudoTCP interop with libnice (docs/protocol.md §C, §F): a reliable libnice
 //! agent in Google mode (`nice_agent_new_reliable`, tests/support/nice_peer.c)
 //! and gshare's `IceChannel` + `PseudoTcpStream` exchange 50 MiB each way at
 //! the same time over loopback, both hashed with SHA-256.

@@ -1,5 +1,5 @@
 //! Byte-exact exchanges with hand-crafted libjingle 0.4 and libnice segments
-//! (PROTOCOL.md §C): what gshare answers, and how it reads the peer.
+//! (docs/protocol.md §C): what gshare answers, and how it reads the peer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! The session machine against the divergences of PROTOCOL.md §A.4–§A.9
+//! The session machine against the divergences of docs/protocol.md §A.4–§A.9
 //! (gabble vs LJ04), the state tables of §A.2, error replies of §A.10,
 //! timers and bounds.
 

@@ -1,4 +1,4 @@
-//! The seed transcript (tests/data/seed/, from /work/shared/seeds/) replayed
+//! The seed transcript (tests/data/seed/, the seed transcript kept in the repository) replayed
 //! against both roles of the session machine: fed one side's stanzas, the
 //! machine must answer with the other side's, equal up to IQ ids, the random
 //! session id and paths, bare-vs-full JIDs and candidate values.

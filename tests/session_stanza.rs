@@ -1,5 +1,5 @@
 //! The stanza model: parse real and odd-but-legal stanzas, refuse unsafe
-//! ones, write what LJ04 and gabble both accept (PROTOCOL.md §A, §B.1).
+//! ones, write what LJ04 and gabble both accept (docs/protocol.md §A, §B.1).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -547,7 +547,7 @@ fn our_accept_is_the_lj04_form() {
             &Canon::default()
         )
     );
-    // no child falls out of its namespace (CRATES.md §2 trap)
+    // no child falls out of its namespace (docs/crates.md §2 trap)
     assert!(!to_string(&el).contains("xmlns=''"));
     assert!(!to_string(&el).contains("xmlns=\"\""));
 }

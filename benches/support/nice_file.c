@@ -222,7 +222,7 @@ static void add_remote(char **f)
     if (nice_agent_set_remote_candidates(agent, stream_id, 1, list) != 1)
         out("ERROR remote candidate %s:%s not added", f[1], f[2]);
     if (!have_remote_credentials) {
-        /* PROTOCOL.md §F.1: otherwise early checks are never replayed. */
+        /* docs/protocol.md §F.1: otherwise early checks are never replayed. */
         nice_agent_set_remote_credentials(agent, stream_id, c->username, c->password);
         have_remote_credentials = TRUE;
     }

@@ -1,4 +1,4 @@
-//! Sans-IO agent for Google's legacy ICE dialect (PROTOCOL.md §B.3–§B.6).
+//! Sans-IO agent for Google's legacy ICE dialect (docs/protocol.md §B.3–§B.6).
 //!
 //! The agent owns candidates and candidate pairs ("connections" in
 //! libjingle), answers and sends connectivity checks, learns server-
@@ -18,7 +18,7 @@
 //! both are handled because unanswered checks are simply repeated.
 //!
 //! Hand-written: webrtc-ice and str0m speak RFC 8445 (integrity, roles,
-//! nomination) and cannot be configured into this dialect (CRATES.md §4).
+//! nomination) and cannot be configured into this dialect (docs/crates.md §4).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The Google p2p candidate: what one side tells the other about a UDP
-//! address it can be reached on (PROTOCOL.md §B.1).
+//! address it can be reached on (docs/protocol.md §B.1).
 //!
 //! This is plain data shared by the session layer (which carries candidates in
 //! `transport-info` / legacy `candidates` messages) and the ICE agent (which

@@ -7,7 +7,7 @@
 //! magic cookie, whereas Google's dialect (libjingle 0.4, libnice
 //! `NICE_COMPATIBILITY_GOOGLE`) uses 16-byte random transaction ids, per-
 //! candidate usernames concatenated remote‖local, and no integrity at all
-//! (PROTOCOL.md §B, CRATES.md §4).
+//! (docs/protocol.md §B, docs/crates.md §4).
 pub mod agent;
 mod candidate;
 pub mod driver;

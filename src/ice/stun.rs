@@ -1,10 +1,10 @@
 //! STUN codec for the classic RFC 3489 format used by Google's ICE dialect
-//! (PROTOCOL.md §B.2–§B.4).
+//! (docs/protocol.md §B.2–§B.4).
 //!
 //! Hand-written because every STUN crate (`stun_codec`, `stun-types`,
 //! `stun-rs`, webrtc `stun`) requires the RFC 5389 magic cookie and a 12-byte
 //! transaction id, while libjingle and libnice in Google mode use a 20-byte
-//! header whose transaction id is 16 fully random bytes (CRATES.md §4).
+//! header whose transaction id is 16 fully random bytes (docs/crates.md §4).
 //!
 //! What is written: the header, USERNAME, MAPPED-ADDRESS and ERROR-CODE, each
 //! with a length that is a multiple of 4 and no padding (libjingle 0.4 rejects

@@ -1,6 +1,6 @@
 //! The sans-IO PseudoTCP state machine.
 //!
-//! Wire behaviour follows libjingle 0.4 / libnice (PROTOCOL.md §C); the
+//! Wire behaviour follows libjingle 0.4 / libnice (docs/protocol.md §C); the
 //! sender side is a modern TCP: RFC 6298 RTO with a 200 ms floor, RFC 5681
 //! slow start / congestion avoidance with byte counting, RFC 6582 NewReno
 //! fast recovery, RFC 3042 limited transmit, go-back-N after a timeout, and

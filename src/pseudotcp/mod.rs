@@ -1,7 +1,7 @@
 //! PseudoTCP: the reliable byte stream libjingle and libnice run over a UDP
 //! candidate pair (docs/protocol.md §C), as a sans-IO engine plus a tokio adapter.
 //!
-//! Why hand-written: no Rust implementation exists (CRATES.md §5; the only
+//! Why hand-written: no Rust implementation exists (docs/crates.md §5; the only
 //! crate is GPL FFI to libnice), and the wire format is libjingle's own — a
 //! 24-byte header, conversation 0, ISN 0, a CONNECT control segment — which no
 //! TCP or QUIC crate speaks.

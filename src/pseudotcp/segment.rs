@@ -1,4 +1,4 @@
-//! The PseudoTCP segment: 24-byte header (PROTOCOL.md §C.1) and the options
+//! The PseudoTCP segment: 24-byte header (docs/protocol.md §C.1) and the options
 //! carried after the control code of a CONNECT segment (§C.3).
 
 /// Size of the fixed header in front of every segment.

@@ -1,8 +1,8 @@
 //! The small IQ envelope the session machine speaks. The XMPP layer converts
 //! between `xmpp_parsers::iq::Iq` and these types, so this layer builds
-//! without xmpp-parsers (CRATES.md §6: build cost).
+//! without xmpp-parsers (docs/crates.md §6: build cost).
 //!
-//! Error replies follow LJ04 `CreateErrorMessage` (PROTOCOL.md §A.10): a copy
+//! Error replies follow LJ04 `CreateErrorMessage` (docs/protocol.md §A.10): a copy
 //! of the offending IQ's child, then `<error type>` with a condition in
 //! `urn:ietf:params:xml:ns:xmpp-stanzas`, an optional extra element and
 //! `<text xml:lang="en">`.

@@ -1,5 +1,5 @@
 //! The sans-IO session machine: both roles, several sessions at once
-//! (PROTOCOL.md §0, §A).
+//! (docs/protocol.md §0, §A).
 //!
 //! Input: [`SessionManager::handle_iq`] (every IQ set whose child is a
 //! `<session>` in the session namespace, and every IQ result/error),

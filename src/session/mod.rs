@@ -1,10 +1,10 @@
 //! Session layer: the Google Talk file-share signalling (libjingle 0.4
-//! "session/share", PROTOCOL.md §A) as typed stanzas and a sans-IO state
+//! "session/share", docs/protocol.md §A) as typed stanzas and a sans-IO state
 //! machine that plays both roles, several sessions at once.
 //!
 //! No crate implements this pre-Jingle Google dialect (xmpp-parsers has
 //! XEP-0166 Jingle only), so the stanza model and the machine are written
-//! here from the wire facts in PROTOCOL.md. The layer depends on minidom and
+//! here from the wire facts in docs/protocol.md. The layer depends on minidom and
 //! jid only; the XMPP layer converts `xmpp_parsers::iq::Iq` to and from the
 //! small envelope types in [`envelope`].
 //!

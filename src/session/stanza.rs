@@ -1,5 +1,5 @@
 //! Typed Google session/share stanzas: parse from and write to
-//! `minidom::Element` (PROTOCOL.md §A, §B.1).
+//! `minidom::Element` (docs/protocol.md §A, §B.1).
 //!
 //! Hand-written because no crate models these Google payloads: xmpp-parsers
 //! knows XEP-0166 Jingle, not the pre-Jingle `http://www.google.com/session`
@@ -59,7 +59,7 @@ pub const MAX_SHORT_ATTR_BYTES: usize = 64;
 /// Most reason children of a `terminate` we record (they are only logged).
 pub const MAX_TERMINATE_REASONS: usize = 8;
 
-/// Build an attribute name for `ElementBuilder::attr` (CRATES.md §2).
+/// Build an attribute name for `ElementBuilder::attr` (docs/crates.md §2).
 /// Only ever called with literal names; `xml_ncname!` needs an rxml feature
 /// this layer does not want to rely on.
 macro_rules! nc {

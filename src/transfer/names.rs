@@ -1,7 +1,7 @@
 //! Turning a peer's item name into a safe local file name, and picking a free one.
 //!
 //! A manifest `<name>` comes from the peer and is never used as a path. libjingle's `pcp` puts
-//! the path exactly as typed on its command line into `<name>` (PROTOCOL.md §D.1), so a name
+//! the path exactly as typed on its command line into `<name>` (docs/protocol.md §D.1), so a name
 //! may contain `/`: we keep only its **last component** (`docs/report.pdf` → `report.pdf`),
 //! which is what the sender meant to share. Then:
 //!

@@ -1,4 +1,4 @@
-//! Receiving a folder: the chunked HTTP body is a tar stream (PROTOCOL.md §D.2), unpacked as it
+//! Receiving a folder: the chunked HTTP body is a tar stream (docs/protocol.md §D.2), unpacked as it
 //! arrives into a hidden temporary directory in the target directory, and moved into place
 //! under a safe, unused name only when the stream ended cleanly.
 //!

@@ -3,7 +3,7 @@
 //! tokio-xmpp's stock connector builds its own rustls configuration with no
 //! hook for extra trust anchors, and rustls rejects the self-signed
 //! (`CA:TRUE`) certificates that `openssl req -x509` and most private servers
-//! use (CRATES.md §1.2–1.3). This connector trusts the system roots plus the
+//! use (docs/crates.md §1.2–1.3). This connector trusts the system roots plus the
 //! certificates of `--ca-file`, and additionally accepts a server certificate
 //! that is byte-identical to one in that file (pinning). STARTTLS is required:
 //! a server that does not offer it is refused, never spoken to in plaintext.

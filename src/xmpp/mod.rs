@@ -9,7 +9,7 @@
 //! of the namespaces the caller registered (the session layer).
 //!
 //! tokio-xmpp retries a failed login forever and never says why
-//! (CRATES.md §1.5), so the login is driven here through
+//! (docs/crates.md §1.5), so the login is driven here through
 //! [`StanzaStream::new`] with our own connector closure, which reports the
 //! first failure and stops.
 

@@ -1,5 +1,5 @@
 //! Presence with the Google share caps, the resource table, and the answers
-//! to the IQ gets every client must answer (PROTOCOL.md §A.11).
+//! to the IQ gets every client must answer (docs/protocol.md §A.11).
 //!
 //! Presence is peer-driven: anyone on the network can send us directed
 //! presence from as many full JIDs as their server lets them make. The

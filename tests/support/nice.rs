@@ -1,5 +1,5 @@
 //! Builds and drives `nice_peer` (tests/support/nice_peer.c), a libnice
-//! agent in Google mode used as the reference peer (PROTOCOL.md §F).
+//! agent in Google mode used as the reference peer (docs/protocol.md §F).
 //!
 //! The peer is compiled once per test binary run with the system C compiler
 //! and `pkg-config nice` into `CARGO_TARGET_TMPDIR`. A missing libnice-dev or

@@ -1,7 +1,7 @@
 /*
  * nice_peer: a libnice agent in Google compatibility mode, driven over
  * stdin/stdout, used by gshare's tests as the "real implementation" peer
- * (PROTOCOL.md §F, §F.1). Built by tests/support/nice.rs with
+ * (docs/protocol.md §F, §F.1). Built by tests/support/nice.rs with
  *   cc -O2 nice_peer.c $(pkg-config --cflags --libs nice)
  *
  * Options
@@ -16,7 +16,7 @@
  *                       in datagram mode the datagram size, default 1000)
  *   --ptcp-log          print libnice's PseudoTCP state changes (PTCP lines)
  *
- * HTTP modes (reliable only; the stream carries PROTOCOL.md §D HTTP):
+ * HTTP modes (reliable only; the stream carries docs/protocol.md §D HTTP):
  *   --get PATH          HTTP client (file receiver): once writable, send
  *                       the §D.1 request for PATH (repeatable: one request
  *                       after the other on the keep-alive connection, as
