@@ -366,18 +366,6 @@ const RX_BATCH: usize = 64;
 /// Passes per poll before yielding to other tasks.
 const MAX_PASSES: usize = 16;
 
-/// ICMP errors reported on a connected UDP socket: the peer is not (yet)
-/// listening. Treat like loss; the retransmission limit decides.
-fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
-}
-
 impl<D: DatagramIo> Driver<D> {
     fn fail(&mut self, e: io::Error) -> Poll<()> {
         debug!(error = %e, "pseudotcp datagram path failed");
@@ -417,7 +405,7 @@ impl<D: DatagramIo> Future for Driver<D> {
                         lock(&this.shared).tcp.handle_datagram(now, &this.rx[..n]);
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) if transient(&e) => progress = true,
+                    Poll::Ready(Err(e)) if crate::net::transient(&e) => progress = true,
                     Poll::Ready(Err(e)) => return this.fail(e),
                     Poll::Pending => break,
                 }
@@ -444,7 +432,7 @@ impl<D: DatagramIo> Future for Driver<D> {
                         this.tx_pending = false;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) if transient(&e) => {
+                    Poll::Ready(Err(e)) if crate::net::transient(&e) => {
                         // Dropped like a lost datagram.
                         this.tx_pending = false;
                         progress = true;

@@ -118,9 +118,19 @@ impl StartTlsConnector {
                 Some(Ok(el)) => match el.into_read_error() {
                     Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_))) => break,
                     Ok(_) => continue,
-                    Err(e) => return Err(io::Error::other(format!("{e:?}")).into()),
+                    Err(e) => {
+                        return Err(io::Error::other(format!(
+                            "the server's answer to STARTTLS could not be read: {e}"
+                        ))
+                        .into());
+                    }
                 },
-                Some(Err(e)) => return Err(io::Error::other(format!("{e:?}")).into()),
+                Some(Err(e)) => {
+                    return Err(io::Error::other(format!(
+                        "the connection failed during STARTTLS: {e}"
+                    ))
+                    .into());
+                }
                 None => return Err(tokio_xmpp::Error::Disconnected),
             }
         }

@@ -402,7 +402,10 @@ async fn login(
                 jid: jid_text.clone(),
                 reason: match a {
                     tokio_xmpp::error::AuthError::Fail(c) => {
-                        format!("the server said {c:?} (wrong user name or password?)")
+                        format!(
+                            "the server said {} (wrong user name or password?)",
+                            xml_name(&format!("{c:?}"))
+                        )
                     }
                     other => other.to_string(),
                 },
@@ -676,12 +679,58 @@ fn service_unavailable(to: Option<Jid>, id: String, payload: Element) -> Iq {
     }
 }
 
-/// Words for an IQ error.
+/// Words for an IQ error: the condition and type as they are written in
+/// XML (`service-unavailable (cancel)`), then the server's text if any.
 pub fn describe_stanza_error(e: &StanzaError) -> String {
     let text = e.texts.values().next().cloned().unwrap_or_default();
+    let condition = xml_name(&format!("{:?}", e.defined_condition));
+    let kind = xml_name(&format!("{:?}", e.type_));
     if text.is_empty() {
-        format!("{:?} ({:?})", e.defined_condition, e.type_)
+        format!("{condition} ({kind})")
     } else {
-        format!("{:?} ({:?}): {text}", e.defined_condition, e.type_)
+        format!("{condition} ({kind}): {text}")
+    }
+}
+
+/// The XML name of a parsed condition or type from its Rust variant name:
+/// `ServiceUnavailable` → `service-unavailable` (a variant's fields, as in
+/// `Gone { .. }`, are dropped). xmpp-parsers gives these enums no
+/// `Display`, and users should see the names the XMPP RFCs use.
+fn xml_name(variant: &str) -> String {
+    let mut out = String::new();
+    for c in variant.chars().take_while(|c| c.is_ascii_alphanumeric()) {
+        if c.is_ascii_uppercase() {
+            if !out.is_empty() {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stanza_errors_read_with_their_xml_names() {
+        let e = StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "en",
+            "",
+        );
+        assert_eq!(describe_stanza_error(&e), "service-unavailable (cancel)");
+        let e = StanzaError::new(
+            ErrorType::Auth,
+            DefinedCondition::NotAuthorized,
+            "en",
+            "go away",
+        );
+        assert_eq!(describe_stanza_error(&e), "not-authorized (auth): go away");
+        assert_eq!(xml_name("Gone { new_address: None }"), "gone");
     }
 }
