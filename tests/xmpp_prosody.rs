@@ -166,7 +166,7 @@ async fn disco_info_answers_the_share_node() {
         )
         .await
         .expect_err("must be an error");
-    assert!(err.to_string().contains("ServiceUnavailable"), "{err}");
+    assert!(err.to_string().contains("service-unavailable"), "{err}");
 }
 
 // ---- the binary: exit codes users and scripts rely on ----

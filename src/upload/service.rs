@@ -268,11 +268,11 @@ impl RefusalKind {
     fn from_reason(reason: &str) -> Self {
         // The XMPP layer hands the condition as its name (see
         // `xmpp::describe_stanza_error`).
-        if reason.starts_with("NotAcceptable") {
+        if reason.starts_with("not-acceptable") {
             RefusalKind::TooLarge
-        } else if reason.starts_with("ResourceConstraint") {
+        } else if reason.starts_with("resource-constraint") {
             RefusalKind::Quota
-        } else if reason.starts_with("Forbidden") || reason.starts_with("NotAllowed") {
+        } else if reason.starts_with("forbidden") || reason.starts_with("not-allowed") {
             RefusalKind::Forbidden
         } else {
             RefusalKind::Other
@@ -338,15 +338,15 @@ mod tests {
 
     #[test]
     fn refusal_reasons_in_words() {
-        let r = "ResourceConstraint (Wait): Daily quota reached";
+        let r = "resource-constraint (wait): Daily quota reached";
         assert_eq!(RefusalKind::from_reason(r), RefusalKind::Quota);
         assert_eq!(plain_reason(r), "Daily quota reached");
         assert_eq!(
-            RefusalKind::from_reason("NotAcceptable (Modify)"),
+            RefusalKind::from_reason("not-acceptable (modify)"),
             RefusalKind::TooLarge
         );
         assert_eq!(
-            plain_reason("Forbidden (Auth)"),
+            plain_reason("forbidden (auth)"),
             "this account may not upload"
         );
     }
