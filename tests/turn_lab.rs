@@ -287,45 +287,68 @@ fn gshare_in(
     c
 }
 
-/// The whole tool across the lab: Prosody and coturn on the public
-/// segment, the sender behind the cone NAT, the receiver behind the
-/// symmetric one; the TURN server comes from Prosody (XEP-0215) and the
-/// file arrives through the relay.
-#[test]
-fn gshare_transfer_across_the_nats_goes_through_the_relay() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-    const ROMEO: (&str, &str) = ("romeo", "r0meo-pw");
-    const JULIET: (&str, &str) = ("juliet", "jul1et-pw");
-    let lab = Lab::new();
-    let secret = "lab-s3cret";
-    let turn = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Secret(secret), &[]);
-    let p = prosody::Prosody::start_with(
+/// What one whole-tool transfer across the lab gave.
+struct Across {
+    send_code: Option<i32>,
+    recv_code: Option<i32>,
+    send_err: String,
+    recv_err: String,
+    intact: bool,
+}
+
+impl Across {
+    fn logs(&self) -> String {
+        format!("sender: {}\nreceiver: {}", self.send_err, self.recv_err)
+    }
+}
+
+/// Which path a side's log says ICE selected.
+fn via(log: &str) -> Option<&'static str> {
+    ["via=\"peer relay\"", "via=\"relay\"", "via=\"direct\""]
+        .into_iter()
+        .find(|v| log.contains(v))
+}
+
+/// Prosody on the public segment, announcing a TURN server at `turn_port`
+/// with `secret` (XEP-0215 through `mod_turn_external`).
+fn lab_prosody(lab: &Lab, turn_port: u16, secret: &str) -> prosody::Prosody {
+    prosody::Prosody::start_with(
         &[ROMEO, JULIET],
         prosody::Options {
-            turn_external: Some((PUB_IP.into(), turn.addr.port(), secret.into())),
+            turn_external: Some((PUB_IP.into(), turn_port, secret.into())),
             netns: Some((lab.ns("pub"), PUB_IP.into())),
             ..Default::default()
         },
-    );
+    )
+}
+
+const ROMEO: (&str, &str) = ("romeo", "r0meo-pw");
+const JULIET: (&str, &str) = ("juliet", "jul1et-pw");
+
+/// `gshare send` in h1 to `gshare receive --once` in h2, no transport flag
+/// (`extra` goes to both), a 4 MiB file.
+fn transfer_across(lab: &Lab, p: &prosody::Prosody, extra: &[&str]) -> Across {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
     let src = tempfile::tempdir().unwrap();
     let file = src.path().join("across.bin");
     files::write_random(&file, 4 << 20, 99);
     let out = tempfile::tempdir().unwrap();
-    let mut recv = gshare_in(&lab, "h2", &p, JULIET);
-    recv.args([
-        "receive",
-        "--json",
-        "--once",
-        "--auto-accept",
-        "--from",
-        "romeo@localhost",
-        "-o",
-    ])
-    .arg(out.path())
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut recv = gshare_in(lab, "h2", p, JULIET);
+    recv.args(extra)
+        .args([
+            "receive",
+            "--json",
+            "--once",
+            "--auto-accept",
+            "--from",
+            "romeo@localhost",
+            "-o",
+        ])
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = recv.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -343,7 +366,8 @@ fn gshare_transfer_across_the_nats_goes_through_the_relay() {
             break;
         }
     }
-    let sent = gshare_in(&lab, "h1", &p, ROMEO)
+    let sent = gshare_in(lab, "h1", p, ROMEO)
+        .args(extra)
         .args(["send"])
         .arg(&file)
         .arg(prosody::Prosody::jid(JULIET.0))
@@ -368,25 +392,127 @@ fn gshare_transfer_across_the_nats_goes_through_the_relay() {
         .unwrap()
         .read_to_string(&mut recv_err)
         .unwrap();
-    let send_err = String::from_utf8_lossy(&sent.stderr);
-    assert_eq!(
-        sent.status.code(),
-        Some(0),
-        "sender: {send_err}\nreceiver: {recv_err}"
-    );
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "receiver: {recv_err}\nsender: {send_err}"
-    );
-    assert_eq!(
-        files::sha256_file(&file),
-        files::sha256_file(&out.path().join("across.bin"))
-    );
-    let relayed = |log: &str| log.contains("via=\"relay\"") || log.contains("via=\"peer relay\"");
+    let saved = out.path().join("across.bin");
+    Across {
+        send_code: sent.status.code(),
+        recv_code: status.code(),
+        send_err: String::from_utf8_lossy(&sent.stderr).into_owned(),
+        recv_err,
+        intact: saved.exists() && files::sha256_file(&file) == files::sha256_file(&saved),
+    }
+}
+
+/// The whole tool across the lab: Prosody and coturn on the public
+/// segment, the sender behind the cone NAT, the receiver behind the
+/// symmetric one; the TURN server comes from Prosody (XEP-0215) and the
+/// file arrives through the relay.
+#[test]
+fn gshare_transfer_across_the_nats_goes_through_the_relay() {
+    let lab = Lab::new();
+    let secret = "lab-s3cret";
+    let turn = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Secret(secret), &[]);
+    let p = lab_prosody(&lab, turn.addr.port(), secret);
+    let t = transfer_across(&lab, &p, &[]);
+    assert_eq!(t.send_code, Some(0), "{}", t.logs());
+    assert_eq!(t.recv_code, Some(0), "{}", t.logs());
+    assert!(t.intact, "{}", t.logs());
+    let relayed = |log: &str| matches!(via(log), Some("via=\"relay\"" | "via=\"peer relay\""));
+    assert!(relayed(&t.send_err) && relayed(&t.recv_err), "{}", t.logs());
+    drop(p);
+}
+
+/// Two cone NATs with a working relay on offer: the server-reflexive pair
+/// wins, the relay carries nothing.
+#[test]
+fn behind_cone_nats_the_direct_pair_wins_over_the_relay() {
+    let lab = Lab::cone();
+    let secret = "lab-s3cret";
+    let turn = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Secret(secret), &[]);
+    let p = lab_prosody(&lab, turn.addr.port(), secret);
+    let t = transfer_across(&lab, &p, &[]);
+    assert_eq!(t.send_code, Some(0), "{}", t.logs());
+    assert_eq!(t.recv_code, Some(0), "{}", t.logs());
+    assert!(t.intact, "{}", t.logs());
+    assert_eq!(via(&t.send_err), Some("via=\"direct\""), "{}", t.logs());
+    assert_eq!(via(&t.recv_err), Some("via=\"direct\""), "{}", t.logs());
+    // Both sides did allocate (the relay was really on offer).
     assert!(
-        relayed(&send_err) && relayed(&recv_err),
-        "sender: {send_err}\nreceiver: {recv_err}"
+        t.send_err.contains("TURN allocation") && t.recv_err.contains("TURN allocation"),
+        "{}",
+        t.logs()
+    );
+    drop(p);
+}
+
+/// A TURN server that rejects the credentials (Prosody hands out ones made
+/// with the wrong secret) costs nothing behind cone NATs: the transfer
+/// goes direct, and the failure is reported once per side, naming the
+/// server.
+#[test]
+fn a_wrong_turn_secret_behind_cone_nats_is_reported_and_the_transfer_works() {
+    let lab = Lab::cone();
+    let turn = Coturn::start_at(
+        Some(&lab.ns("pub")),
+        PUB_IP,
+        Auth::Secret("the-real-secret"),
+        &[],
+    );
+    let p = lab_prosody(&lab, turn.addr.port(), "a-wrong-secret");
+    let t = transfer_across(&lab, &p, &["-v"]);
+    assert_eq!(t.send_code, Some(0), "{}", t.logs());
+    assert_eq!(t.recv_code, Some(0), "{}", t.logs());
+    assert!(t.intact, "{}", t.logs());
+    let server = turn.addr.to_string();
+    for log in [&t.send_err, &t.recv_err] {
+        let told: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("rejected the credentials"))
+            .collect();
+        assert_eq!(told.len(), 1, "{}", t.logs());
+        assert!(told[0].contains(&server), "{}", t.logs());
+    }
+    drop(p);
+}
+
+/// coturn is gone: behind a symmetric NAT nothing else works, so both sides
+/// fail within the session timeout with a clear account of why — the TURN
+/// server that did not answer, and no working network path — and nothing
+/// is saved.
+#[test]
+fn a_dead_turn_server_behind_a_symmetric_nat_fails_clearly_in_time() {
+    let lab = Lab::new();
+    let secret = "lab-s3cret";
+    let mut turn = Coturn::start_at(Some(&lab.ns("pub")), PUB_IP, Auth::Secret(secret), &[]);
+    let port = turn.addr.port();
+    turn.kill();
+    let p = lab_prosody(&lab, port, secret);
+    let started = std::time::Instant::now();
+    let t = transfer_across(&lab, &p, &["--timeout", "15"]);
+    assert!(!t.intact, "{}", t.logs());
+    assert_ne!(t.send_code, Some(0), "{}", t.logs());
+    assert_ne!(t.recv_code, Some(0), "{}", t.logs());
+    // Bounded: the session timeout (15 s) plus login and the offer, not
+    // an unbounded hang (transfer_across itself gives up after 60 s).
+    assert!(started.elapsed() < Duration::from_secs(55), "{}", t.logs());
+    // Once per side, naming the server (the 5 s relay wait ends first;
+    // the client's own give-up later is only logged under -v).
+    for log in [&t.send_err, &t.recv_err] {
+        let told: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("TURN"))
+            .collect();
+        assert_eq!(told.len(), 1, "{}", t.logs());
+        assert!(
+            told[0].contains(&format!("TURN server {PUB_IP}:{port} gave no relay")),
+            "{}",
+            t.logs()
+        );
+    }
+    let said = format!("{}{}", t.send_err, t.recv_err);
+    assert!(
+        said.contains("no working network path") || said.contains("ICE failed"),
+        "{}",
+        t.logs()
     );
     drop(p);
 }

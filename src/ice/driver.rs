@@ -96,6 +96,8 @@ struct Relay {
     index: usize,
     /// The relay candidate was added to the agent.
     added: bool,
+    /// The user was told this relay failed (told once per relay).
+    told: bool,
 }
 
 /// What to gather.
@@ -267,6 +269,7 @@ impl IceChannel {
                 socket,
                 index,
                 added: false,
+                told: false,
             });
         }
         if !chan.relays.is_empty() {
@@ -287,7 +290,14 @@ impl IceChannel {
             match tokio::time::timeout(RELAY_GATHER_TIMEOUT, wait).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    warn!("no TURN allocation within {RELAY_GATHER_TIMEOUT:?}; going on without")
+                    for r in chan.relays.iter_mut().filter(|r| !r.added && !r.told) {
+                        r.told = true;
+                        warn!(
+                            "the TURN server {} gave no relay within {} s; going on without it",
+                            r.client.server(),
+                            RELAY_GATHER_TIMEOUT.as_secs()
+                        );
+                    }
                 }
             }
         }
@@ -591,7 +601,12 @@ impl IceChannel {
                         }
                     }
                     TurnEvent::Failed(err) => {
-                        warn!("TURN relay unusable: {err}");
+                        if self.relays[k].told {
+                            debug!("TURN relay unusable: {err}");
+                        } else {
+                            self.relays[k].told = true;
+                            warn!("TURN relay unusable: {err}");
+                        }
                         self.changed = true;
                     }
                     TurnEvent::PeerFailed { peer, error } => {

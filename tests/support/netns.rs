@@ -7,7 +7,8 @@
 //! ```
 //!
 //! r1 keeps the host's port for every destination (endpoint-independent
-//! mapping); r2 picks a new random port per destination (a symmetric NAT).
+//! mapping); r2 picks a new random port per destination (a symmetric NAT),
+//! or in [`Lab::cone`] behaves like r1.
 //! Both drop unsolicited input from the WAN side (without that rule an
 //! early punch datagram leaves a conntrack entry that spoils the mapping).
 //! Every namespace is removed on drop, also when the test fails.
@@ -48,8 +49,19 @@ fn need(bin: &str) {
 }
 
 impl Lab {
-    /// Builds the lab; namespaces are named `gsl<pid>x<n>-…`.
+    /// Builds the lab with r2 symmetric; namespaces are named
+    /// `gsl<pid>x<n>-…`.
     pub fn new() -> Lab {
+        Lab::build(true)
+    }
+
+    /// The same lab with two cone NATs (r2 keeps ports like r1): a hole
+    /// punch with server-reflexive candidates works.
+    pub fn cone() -> Lab {
+        Lab::build(false)
+    }
+
+    fn build(r2_symmetric: bool) -> Lab {
         need("ip");
         need("nft");
         // SAFETY: geteuid has no preconditions.
@@ -97,7 +109,7 @@ impl Lab {
             "ip", "-n", &pubns, "route", "add", "default", "dev", "sink0",
         ]);
         lab.router("r1", "h1", 1, false);
-        lab.router("r2", "h2", 2, true);
+        lab.router("r2", "h2", 2, r2_symmetric);
         lab
     }
 
