@@ -150,11 +150,14 @@ pub struct SendArgs {
     /// Seconds to wait for the recipient to come online and to answer.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
-    /// How to deliver: `p2p` (directly, the recipient must be online),
-    /// `upload` (to your server's HTTP upload service, XEP-0363, with one
-    /// link message per file: works for offline recipients and any client),
-    /// or `auto`: p2p when the recipient has a resource that can receive
-    /// within --wait, else upload.
+    /// How to deliver: `google` (the Google share, directly; the recipient
+    /// must be online), `jingle` (Jingle file transfer, XEP-0234, directly
+    /// or through your server; not encrypted), `p2p` (google or jingle,
+    /// whichever the recipient's resource can receive), `upload` (to your
+    /// server's HTTP upload service, XEP-0363, with one link message per
+    /// file: works for offline recipients and any client), or `auto`: p2p
+    /// when the recipient has a resource that can receive within --wait,
+    /// else upload.
     #[arg(long, value_enum, value_name = "METHOD", default_value_t = MethodArg::Auto)]
     pub method: MethodArg,
 }
@@ -164,6 +167,8 @@ pub struct SendArgs {
 pub enum MethodArg {
     Auto,
     P2p,
+    Google,
+    Jingle,
     Upload,
 }
 
@@ -172,6 +177,8 @@ impl From<MethodArg> for SendMethod {
         match m {
             MethodArg::Auto => SendMethod::Auto,
             MethodArg::P2p => SendMethod::P2p,
+            MethodArg::Google => SendMethod::Google,
+            MethodArg::Jingle => SendMethod::Jingle,
             MethodArg::Upload => SendMethod::Upload,
         }
     }
