@@ -1,0 +1,248 @@
+//! Jingle file transfer end to end with real processes (issue 18):
+//! `gshare send --method jingle` → `gshare receive` through the tests'
+//! Prosody with `mod_proxy65` (0 bytes to a few MiB, compared by SHA-256,
+//! events with `"method": "jingle"`), and `--require-encryption` refusing
+//! Jingle on both sides.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/files.rs"]
+mod files;
+#[path = "support/prosody.rs"]
+mod prosody;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use files::{sha256_file, write_random};
+use prosody::{Options, Prosody};
+
+const ROMEO: (&str, &str) = ("romeo", "r0meo-pw");
+const JULIET: (&str, &str) = ("juliet", "jul1et-pw");
+const MIB: u64 = 1 << 20;
+
+fn server() -> Prosody {
+    Prosody::start_with(
+        &[ROMEO, JULIET],
+        Options {
+            proxy65: true,
+            ..Options::default()
+        },
+    )
+}
+
+/// A running `gshare receive --json` (as juliet), with its event lines.
+struct Receiver {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Receiver {
+    fn start(p: &Prosody, out: &Path, extra: &[&str]) -> Receiver {
+        let mut cmd = p.gshare(JULIET.0, JULIET.1);
+        cmd.args(["receive", "--json", "-o"])
+            .arg(out)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn receiver");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut r = Receiver {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        r.wait_for("\"ready\"", Duration::from_secs(30));
+        r
+    }
+
+    fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.seen.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!(
+                        "receiver never printed {needle}; saw {:#?}\n{err}",
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits for a `--once` receiver to exit.
+    fn finish(mut self, timeout: Duration) -> (i32, Vec<serde_json::Value>, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("receiver did not exit; events {:#?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(300)) {
+            self.seen.push(l);
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let evs = self
+            .seen
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (status.code().unwrap_or(-1), evs, err)
+    }
+}
+
+fn send(p: &Prosody, files: &[&Path], extra: &[&str]) -> Output {
+    let mut cmd = p.gshare(ROMEO.0, ROMEO.1);
+    cmd.args(["send", "--json"]).args(extra);
+    for f in files {
+        cmd.arg(f);
+    }
+    cmd.arg(Prosody::jid(JULIET.0)).stdin(Stdio::null());
+    cmd.output().expect("run sender")
+}
+
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn event<'a>(evs: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    evs.iter().filter(|e| e["event"] == name).collect()
+}
+
+#[test]
+fn gshare_to_gshare_by_jingle_0_bytes_to_mib_intact() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (name, len) in [
+        ("empty.bin", 0u64),
+        ("one.bin", 1),
+        ("three mebi.bin", 3 * MIB + 5),
+    ] {
+        let f = src.path().join(name);
+        write_random(&f, len, len + 17);
+        files.push(f);
+    }
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--from", "romeo@localhost", "--once"],
+    );
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let sent = send(&p, &refs, &["--method", "jingle", "--wait", "20"]);
+    let (code, revs, rerr) = recv.finish(Duration::from_secs(60));
+    let sevs = events(&sent);
+    assert!(
+        sent.status.success(),
+        "sender failed: {:?}\n{}\n{}\nreceiver: {revs:#?}\n{rerr}",
+        sent.status,
+        String::from_utf8_lossy(&sent.stdout),
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(code, 0, "receiver: {revs:#?}\n{rerr}");
+    let offer = event(&sevs, "offer");
+    assert_eq!(offer.len(), 1, "{sevs:#?}");
+    assert_eq!(offer[0]["method"], "jingle");
+    assert_eq!(event(&sevs, "item").len(), files.len(), "{sevs:#?}");
+    assert_eq!(event(&sevs, "done")[0]["method"], "jingle");
+    let roffer = event(&revs, "offer");
+    assert_eq!(roffer[0]["method"], "jingle", "{revs:#?}");
+    assert_eq!(event(&revs, "accepted")[0]["encrypted"], false);
+    let items = event(&revs, "item");
+    assert_eq!(items.len(), files.len(), "{revs:#?}");
+    assert!(items.iter().all(|i| i["verified"] == true), "{revs:#?}");
+    assert_eq!(event(&revs, "done").len(), 1, "{revs:#?}");
+    for f in &files {
+        let got = out.path().join(f.file_name().unwrap());
+        assert_eq!(
+            sha256_file(f),
+            sha256_file(&got),
+            "{} differs",
+            got.display()
+        );
+    }
+    // Nothing else (no part files) in the output folder.
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), files.len());
+    // Both said it is not encrypted.
+    assert!(String::from_utf8_lossy(&sent.stderr).contains("not encrypt"));
+    assert!(rerr.contains("not encrypt"), "{rerr}");
+}
+
+#[test]
+fn require_encryption_refuses_jingle_on_both_sides() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("secret.bin");
+    write_random(&f, 1000, 3);
+    // The sender: exit 8 before anything is offered.
+    let sent = send(
+        &p,
+        &[&f],
+        &["--method", "jingle", "--require-encryption", "--wait", "5"],
+    );
+    assert_eq!(
+        sent.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    // The receiver declines a Jingle offer: the sender is declined (5).
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--require-encryption", "--once"],
+    );
+    let sent = send(&p, &[&f], &["--method", "jingle", "--wait", "20"]);
+    assert_eq!(
+        sent.status.code(),
+        Some(5),
+        "{}\n{}",
+        String::from_utf8_lossy(&sent.stdout),
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let mut recv = recv;
+    recv.wait_for("\"rejected\"", Duration::from_secs(10));
+    let rejected: Vec<serde_json::Value> = recv
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "rejected")
+        .collect();
+    assert_eq!(rejected[0]["reason"], "not encrypted", "{rejected:#?}");
+    assert_eq!(rejected[0]["method"], "jingle");
+    let _ = recv.child.kill();
+    let _ = recv.child.wait();
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
