@@ -1,13 +1,16 @@
 //! Jingle file transfer end to end with real processes (issue 18):
 //! `gshare send --method jingle` → `gshare receive` through the tests'
 //! Prosody with `mod_proxy65` (0 bytes to a few MiB, compared by SHA-256,
-//! events with `"method": "jingle"`), and `--require-encryption` refusing
-//! Jingle on both sides.
+//! events with `"method": "jingle"`), the `gshare` CLI against Libervia
+//! (`li file receive` and `li file send`, 0 bytes and a few MiB, every file
+//! compared), and `--require-encryption` refusing Jingle on both sides.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/files.rs"]
 mod files;
+#[path = "support/libervia.rs"]
+mod libervia;
 #[path = "support/prosody.rs"]
 mod prosody;
 
@@ -17,6 +20,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use files::{sha256_file, write_random};
+use libervia::Libervia;
 use prosody::{Options, Prosody};
 
 const ROMEO: (&str, &str) = ("romeo", "r0meo-pw");
@@ -126,6 +130,22 @@ fn send(p: &Prosody, files: &[&Path], extra: &[&str]) -> Output {
     }
     cmd.arg(Prosody::jid(JULIET.0)).stdin(Stdio::null());
     cmd.output().expect("run sender")
+}
+
+/// Waits for a child for at most `timeout` (killed then).
+fn wait_child(mut c: Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn events(out: &Output) -> Vec<serde_json::Value> {
@@ -245,4 +265,134 @@ fn require_encryption_refuses_jingle_on_both_sides() {
     let _ = recv.child.kill();
     let _ = recv.child.wait();
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+/// The sizes exchanged with Libervia.
+const LIBERVIA_SIZES: [(&str, u64); 2] = [("empty.bin", 0), ("mebi-plus.bin", 3 * MIB + 7)];
+
+/// `gshare send --method jingle` (the CLI, as romeo) to Libervia's
+/// `li file receive` (as juliet), one file per session as `file receive`
+/// takes one; Libervia saves each, and its copy is compared.
+#[test]
+fn gshare_cli_sends_to_libervia_file_receive() {
+    let p = server();
+    let lib = Libervia::start(&p.cert());
+    let peer = lib.login(JULIET.0, JULIET.1, p.port);
+    assert!(peer.starts_with("juliet@localhost/"), "{peer}");
+    let src = tempfile::tempdir().unwrap();
+    let recv_dir = lib.dir.path().join("recv");
+    std::fs::create_dir_all(&recv_dir).unwrap();
+    for (name, len) in LIBERVIA_SIZES {
+        let f = src.path().join(name);
+        write_random(&f, len, len + 5);
+        let receiver = lib
+            .cmd("/usr/bin/libervia-cli")
+            .args([
+                "file",
+                "receive",
+                "-p",
+                JULIET.0,
+                "--path",
+                recv_dir.to_str().unwrap(),
+                "romeo@localhost",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let the CLI register for the backend's actions.
+        std::thread::sleep(Duration::from_secs(3));
+        let mut cmd = p.gshare(ROMEO.0, ROMEO.1);
+        cmd.args(["send", "--json", "--method", "jingle", "--wait", "20"])
+            .arg(&f)
+            .arg(&peer)
+            .stdin(Stdio::null());
+        let sent = cmd.output().unwrap();
+        assert!(
+            sent.status.success(),
+            "{name}: {:?}\n{}\n{}\n{}",
+            sent.status,
+            String::from_utf8_lossy(&sent.stdout),
+            String::from_utf8_lossy(&sent.stderr),
+            lib.backend_log()
+        );
+        let sevs = events(&sent);
+        assert_eq!(event(&sevs, "offer")[0]["method"], "jingle");
+        let status = wait_child(receiver, Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "li file receive did not finish well for {name}: {status:?}\n{}",
+            lib.backend_log()
+        );
+        let got = recv_dir.join(name);
+        assert_eq!(sha256_file(&f), sha256_file(&got), "{name} differs");
+    }
+}
+
+/// Libervia's `li file send` (as romeo) to `gshare receive` (the CLI, as
+/// juliet, by its full JID: Libervia would try Jingle Message Initiation
+/// first on a bare JID); every file saved, verified and compared.
+#[test]
+fn libervia_file_send_to_gshare_receive_cli() {
+    let p = server();
+    let lib = Libervia::start(&p.cert());
+    lib.login(ROMEO.0, ROMEO.1, p.port);
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--from", "romeo@localhost"],
+    );
+    let ready: serde_json::Value = recv
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "ready")
+        .unwrap();
+    let gjid = ready["jid"].as_str().unwrap().to_owned();
+    let src = tempfile::tempdir().unwrap();
+    for (n, (name, len)) in LIBERVIA_SIZES.into_iter().enumerate() {
+        let f = src.path().join(name);
+        write_random(&f, len, len + 9);
+        let sender = lib
+            .cmd("/usr/bin/libervia-cli")
+            .args(["file", "send", "-p", ROMEO.0, f.to_str().unwrap(), &gjid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = wait_child(sender, Duration::from_secs(60));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "li file send {name} did not finish well: {status:?}; gshare saw {:#?}\n{}",
+            recv.seen,
+            lib.backend_log()
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recv.seen.iter().filter(|l| l.contains("\"done\"")).count() < n + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "no done for {name}: {:#?}",
+                recv.seen
+            );
+            if let Ok(l) = recv.lines.recv_timeout(Duration::from_millis(200)) {
+                recv.seen.push(l);
+            }
+        }
+        let got = out.path().join(name);
+        assert_eq!(sha256_file(&f), sha256_file(&got), "{name} differs");
+    }
+    let evs: Vec<serde_json::Value> = recv
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let offers = event(&evs, "offer");
+    assert!(offers.iter().all(|o| o["method"] == "jingle"), "{evs:#?}");
+    let items = event(&evs, "item");
+    assert_eq!(items.len(), LIBERVIA_SIZES.len(), "{evs:#?}");
+    // Libervia's checksum (base64 of the hex digest) was checked.
+    assert!(items.iter().all(|i| i["verified"] == true), "{evs:#?}");
+    let _ = recv.child.kill();
+    let _ = recv.child.wait();
 }

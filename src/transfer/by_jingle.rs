@@ -360,24 +360,33 @@ pub(super) async fn send_by_jingle(
             hash_used: vec!["sha-256".into()],
             ..FileDesc::default()
         };
-        contents.push(file_offer(
-            &content,
-            file,
+        // An empty file goes in-band from the start: there is nothing to
+        // stream, and Libervia 0.9 never ends a SOCKS5 stream that carried
+        // no byte (docs/protocol.md §H.4).
+        let empty = it.size == 0;
+        let transport = if empty {
+            Transport::Ibb(IbbTransport {
+                sid: tsid.clone(),
+                block_size: DEFAULT_BLOCK_SIZE,
+                stanza: IbbStanza::Iq,
+            })
+        } else {
             Transport::S5b(S5bTransport {
                 sid: tsid.clone(),
                 dstaddr: Some(dst),
                 payload: S5bPayload::Candidates(ours.clone()),
-            }),
-        ));
+            })
+        };
+        contents.push(file_offer(&content, file, transport));
         lanes.push(Lane {
             content,
             tsid,
             neg: S5bNegotiation::new(true, ours),
-            incoming: rx,
+            incoming: if empty { None } else { rx },
             outgoing: None,
             awaiting_activation: None,
             started: false,
-            replaced: false,
+            replaced: empty,
             ibb_in: None,
             bytes: 0,
             done: false,
@@ -619,6 +628,11 @@ impl SendJob<'_> {
                                 self.lanes[i].neg.remote_payload(&t.payload);
                             }
                             self.connect(i);
+                        }
+                        Some(Transport::Ibb(t)) if self.lanes[i].replaced => {
+                            if !self.lanes[i].started {
+                                self.start_ibb(i, t);
+                            }
                         }
                         _ => {
                             // An answer without S5B candidates: try none.

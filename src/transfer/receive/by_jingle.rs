@@ -61,6 +61,8 @@ struct Lane {
     size: u64,
     offered_hash: Option<[u8; 32]>,
     tsid: String,
+    /// Offered in-band from the start (XEP-0261 in the offer).
+    ibb: Option<crate::jingle::IbbTransport>,
     neg: Option<S5bNegotiation>,
     incoming: Option<oneshot::Receiver<TcpStream>>,
     outgoing: Option<TcpStream>,
@@ -325,6 +327,10 @@ impl Receiver {
                 size,
                 offered_hash: file.hash("sha-256").and_then(digest32),
                 tsid,
+                ibb: match &c.transport {
+                    Some(Transport::Ibb(t)) => Some(t.clone()),
+                    _ => None,
+                },
                 neg: None,
                 incoming: None,
                 outgoing: None,
@@ -478,7 +484,20 @@ impl Receiver {
             return;
         }
         let mut transports = Vec::new();
+        let mut in_band = Vec::new();
         for (i, l) in t.lanes.iter_mut().enumerate() {
+            if let Some(ib) = &l.ibb {
+                let bs = ib.block_size.min(DEFAULT_BLOCK_SIZE);
+                transports.push((
+                    l.content.clone(),
+                    Transport::Ibb(crate::jingle::IbbTransport {
+                        block_size: bs,
+                        ..ib.clone()
+                    }),
+                ));
+                in_band.push((i, ib.sid.clone(), bs));
+                continue;
+            }
             let ours = self
                 .jingle
                 .local
@@ -527,6 +546,9 @@ impl Receiver {
             json!({"encrypted": false, "method": "jingle"}),
         );
         t.bars.start(&self.report, t.total);
+        for (i, sid, bs) in in_band {
+            self.jingle_read_ibb(&key, i, sid, bs);
+        }
     }
 
     pub(super) fn on_jingle_note(&mut self, note: JNote) -> Step {
