@@ -233,7 +233,7 @@ Exit codes:
   7  transfer failed or could not be verified (nothing saved under the final name),
      or the upload was refused (file too large, quota) or broke off
   8  not encrypted: --require-encryption and the peer does not support encryption,
-     or only the upload method was left (nothing was sent)";
+     or only the upload method or Jingle was left (nothing was sent)";
 
 impl GlobalArgs {
     /// The account flags, for [`config::resolve`].
