@@ -396,3 +396,145 @@ fn libervia_file_send_to_gshare_receive_cli() {
     let _ = recv.child.kill();
     let _ = recv.child.wait();
 }
+
+/// A Jingle sender (the library, by hand, as romeo) whose offer carries a
+/// wrong SHA-256: `gshare receive --once` takes every byte over IBB, then
+/// refuses the file (exit 7, a `failed` event) and leaves nothing in the
+/// output folder, not even a part file; the sender is told `media-error`.
+#[tokio::test]
+async fn a_jingle_file_whose_hash_differs_is_not_saved() {
+    use gshare::bytestreams::ibb::{IbbSender, NS_IBB};
+    use gshare::bytestreams::ibb_stream::ibb_writer;
+    use gshare::jingle::codec::NS_JINGLE;
+    use gshare::jingle::{
+        Config, FileDesc, Hash, IbbStanza, IbbTransport, JingleEvent, JingleSession, ReasonKind,
+        Transport, file_offer,
+    };
+    use gshare::session::envelope::{IqIn, IqOut};
+    use gshare::xmpp::{Account, ConnectOptions, Incoming, Xmpp};
+    use tokio::io::AsyncWriteExt;
+    use xmpp_parsers::iq::Iq;
+
+    let p = server();
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(&p, out.path(), &["--auto-accept", "--once"]);
+    let ready: serde_json::Value = recv
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "ready")
+        .unwrap();
+    let peer: jid::FullJid = ready["jid"].as_str().unwrap().parse().unwrap();
+    let account = Account {
+        jid: "romeo@localhost".parse().unwrap(),
+        password: ROMEO.1.into(),
+        resource: None,
+        server: Some(p.server()),
+        ca_file: Some(p.cert()),
+    };
+    let opts = ConnectOptions {
+        forward_namespaces: vec![NS_JINGLE, NS_IBB],
+        ..ConnectOptions::default()
+    };
+    let (xmpp, mut rx) = Xmpp::connect(&account, opts).await.expect("login");
+    let me = xmpp.jid().clone();
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let file = FileDesc {
+        name: Some("tampered.bin".into()),
+        size: Some(payload.len() as u64),
+        hashes: vec![Hash {
+            algo: "sha-256".into(),
+            digest: vec![7u8; 32],
+        }],
+        ..FileDesc::default()
+    };
+    let ibb = IbbTransport {
+        sid: "ibb-t1".into(),
+        block_size: 4096,
+        stanza: IbbStanza::Iq,
+    };
+    let mut s = JingleSession::initiate(
+        Instant::now(),
+        Config::default(),
+        me.clone(),
+        peer.clone(),
+        "s-tampered".into(),
+        vec![file_offer("f0", file, Transport::Ibb(ibb))],
+    );
+    let (ibb_in_tx, ibb_in) = tokio::sync::mpsc::channel::<IqIn>(64);
+    let mut ibb_in = Some(ibb_in);
+    let (ibb_out, mut ibb_out_rx) = tokio::sync::mpsc::channel::<IqOut>(64);
+    {
+        let xmpp = xmpp.clone();
+        tokio::spawn(async move {
+            while let Some(o) = ibb_out_rx.recv().await {
+                let _ = xmpp.send(Iq::try_from(o.to_element(None)).unwrap()).await;
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ended = None;
+    while ended.is_none() {
+        while let Some(o) = s.poll_transmit() {
+            xmpp.send(Iq::try_from(o.to_element(None)).unwrap())
+                .await
+                .unwrap();
+        }
+        while let Some(ev) = s.poll_event() {
+            match ev {
+                JingleEvent::Accepted { contents } => {
+                    let Some(Transport::Ibb(t)) = &contents[0].transport else {
+                        panic!("{contents:?}")
+                    };
+                    let tx = IbbSender::open(
+                        Instant::now(),
+                        jid::Jid::from(peer.clone()),
+                        t.sid.clone(),
+                        t.block_size,
+                        4,
+                    );
+                    let (mut w, task) = ibb_writer(tx, ibb_in.take().unwrap(), ibb_out.clone());
+                    let data = payload.clone();
+                    tokio::spawn(async move {
+                        w.write_all(&data).await.unwrap();
+                        w.shutdown().await.unwrap();
+                        let _ = task.await;
+                    });
+                }
+                JingleEvent::Terminated { reason, by_peer } => ended = Some((reason, by_peer)),
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "no end in time");
+        let item = match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Ok(Some(i)) => i,
+            Ok(None) => panic!("xmpp closed"),
+            Err(_) => continue,
+        };
+        let Incoming::Iq(iq) = item else { continue };
+        let Some(iq) = IqIn::from_element(&minidom::Element::from(*iq)) else {
+            continue;
+        };
+        if !s.handle_iq(Instant::now(), iq.clone()) {
+            let _ = ibb_in_tx.try_send(iq);
+        }
+    }
+    let (reason, by_peer) = ended.unwrap();
+    assert!(by_peer);
+    assert_eq!(reason.kind, ReasonKind::MediaError);
+    xmpp.close().await;
+    let (code, evs, err) = recv.finish(Duration::from_secs(30));
+    assert_eq!(code, 7, "{evs:#?}\n{err}");
+    let failed = event(&evs, "failed");
+    assert_eq!(failed.len(), 1, "{evs:#?}");
+    assert!(
+        failed[0]["reason"].as_str().unwrap().contains("SHA-256"),
+        "{failed:#?}"
+    );
+    assert!(event(&evs, "item").is_empty(), "{evs:#?}");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "something was left in the output folder"
+    );
+}
