@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
 use gshare::config::{self, Settings};
 use gshare::transfer::{
-    CommonOptions, DEFAULT_MAX_CONCURRENT, ReceiveOptions, SendMethod, SendOptions,
+    CommonOptions, DEFAULT_MAX_CONCURRENT, JingleTransports, ReceiveOptions, SendMethod,
+    SendOptions,
 };
 
 /// Send files between XMPP accounts with the Google Talk file-share protocol.
@@ -97,6 +98,11 @@ pub struct GlobalArgs {
         conflicts_with = "require_encryption"
     )]
     pub no_encryption: bool,
+    /// Jingle transports to offer and try: `any`, `proxy` (only the
+    /// server's SOCKS5 proxy) or `ibb` (no SOCKS5 candidate, so in-band
+    /// after the replace); for tests of each path.
+    #[arg(long, global = true, hide = true, value_enum, value_name = "KIND", default_value_t = JingleTransportArg::Any)]
+    pub jingle_transport: JingleTransportArg,
     /// Session timeout in seconds: no answer, no accept or no working path
     /// within it ends the session.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 50)]
@@ -160,6 +166,24 @@ pub struct SendArgs {
     /// else upload.
     #[arg(long, value_enum, value_name = "METHOD", default_value_t = MethodArg::Auto)]
     pub method: MethodArg,
+}
+
+/// The hidden `--jingle-transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JingleTransportArg {
+    Any,
+    Proxy,
+    Ibb,
+}
+
+impl From<JingleTransportArg> for JingleTransports {
+    fn from(m: JingleTransportArg) -> JingleTransports {
+        match m {
+            JingleTransportArg::Any => JingleTransports::Any,
+            JingleTransportArg::Proxy => JingleTransports::ProxyOnly,
+            JingleTransportArg::Ibb => JingleTransports::IbbOnly,
+        }
+    }
 }
 
 /// `--method`.
@@ -264,6 +288,7 @@ impl GlobalArgs {
             quiet: self.quiet,
             require_encryption: self.require_encryption,
             no_encryption: self.no_encryption,
+            jingle_transports: self.jingle_transport.into(),
         }
     }
 }

@@ -194,7 +194,13 @@ fn gshare_to_gshare_by_jingle_0_bytes_to_mib_intact() {
     let offer = event(&sevs, "offer");
     assert_eq!(offer.len(), 1, "{sevs:#?}");
     assert_eq!(offer[0]["method"], "jingle");
-    assert_eq!(event(&sevs, "item").len(), files.len(), "{sevs:#?}");
+    let sitems = event(&sevs, "item");
+    assert_eq!(sitems.len(), files.len(), "{sevs:#?}");
+    // The empty file in-band from the offer, the others over direct SOCKS5.
+    for i in &sitems {
+        let want = if i["size"] == 0 { "ibb" } else { "socks5" };
+        assert_eq!(i["transport"], want, "{sevs:#?}");
+    }
     assert_eq!(event(&sevs, "done")[0]["method"], "jingle");
     let roffer = event(&revs, "offer");
     assert_eq!(roffer[0]["method"], "jingle", "{revs:#?}");
@@ -217,6 +223,55 @@ fn gshare_to_gshare_by_jingle_0_bytes_to_mib_intact() {
     // Both said it is not encrypted.
     assert!(String::from_utf8_lossy(&sent.stderr).contains("not encrypt"));
     assert!(rerr.contains("not encrypt"), "{rerr}");
+}
+
+/// One file each way through a narrowed transport (hidden
+/// `--jingle-transport` on both sides): `proxy` goes through Prosody's
+/// `mod_proxy65` (the receiver activates its own proxy candidate, the
+/// sender's choice), `ibb` has no SOCKS5 candidate, so both report
+/// `candidate-error`, the sender replaces the transport with IBB.
+fn narrowed(kind: &str, len: u64, transport: &str) {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join(format!("{kind}.bin"));
+    write_random(&f, len, len + 1);
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--once", "--jingle-transport", kind],
+    );
+    let sent = send(
+        &p,
+        &[&f],
+        &["--method", "jingle", "--jingle-transport", kind],
+    );
+    let (code, revs, rerr) = recv.finish(Duration::from_secs(120));
+    assert!(
+        sent.status.success(),
+        "{kind}: {:?}\n{}\n{}\nreceiver: {revs:#?}\n{rerr}",
+        sent.status,
+        String::from_utf8_lossy(&sent.stdout),
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(code, 0, "{revs:#?}\n{rerr}");
+    let sevs = events(&sent);
+    assert_eq!(event(&sevs, "item")[0]["transport"], transport, "{sevs:#?}");
+    let items = event(&revs, "item");
+    assert_eq!(items.len(), 1, "{revs:#?}");
+    assert_eq!(items[0]["verified"], true);
+    let got = out.path().join(f.file_name().unwrap());
+    assert_eq!(sha256_file(&f), sha256_file(&got), "{kind} differs");
+}
+
+#[test]
+fn jingle_through_the_servers_socks5_proxy() {
+    narrowed("proxy", 2 * MIB + 3, "socks5-proxy");
+}
+
+#[test]
+fn jingle_falls_back_to_ibb_when_no_socks5_candidate_works() {
+    narrowed("ibb", 300 * 1024 + 1, "ibb");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use tokio_xmpp::parsers::jid::{FullJid, Jid};
 use tracing::debug;
 
 use super::report::{Reporter, TransferReport, describe_items, human_rate, human_size};
-use super::{Exit, Failure};
+use super::{CommonOptions, Exit, Failure, JingleTransports};
 use crate::bytestreams::ibb::{DEFAULT_BLOCK_SIZE, IbbSender};
 use crate::bytestreams::ibb_stream::ibb_writer;
 use crate::bytestreams::proxy::{self, StreamHost};
@@ -165,11 +165,12 @@ pub(super) struct Local {
     pub listener: DirectListener,
     hosts: Vec<IpAddr>,
     pub proxy: Option<StreamHost>,
+    kinds: JingleTransports,
 }
 
 impl Local {
     /// Binds the listener and finds the proxy.
-    pub(super) async fn gather(xmpp: &Xmpp) -> Result<Local, Failure> {
+    pub(super) async fn gather(xmpp: &Xmpp, kinds: JingleTransports) -> Result<Local, Failure> {
         let listener = DirectListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
             .await
             .map_err(|e| {
@@ -186,12 +187,33 @@ impl Local {
             .collect();
         // Last and least preferred: a peer on the same machine.
         hosts.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let proxy = discover_proxy(xmpp).await;
+        let proxy = match kinds {
+            JingleTransports::IbbOnly => None,
+            _ => discover_proxy(xmpp).await,
+        };
+        if kinds != JingleTransports::Any {
+            hosts.clear();
+        }
         Ok(Local {
             listener,
             hosts,
             proxy,
+            kinds,
         })
+    }
+
+    /// The peer's candidates we try (all, unless `--jingle-transport`
+    /// narrows them).
+    pub(super) fn usable(&self, theirs: &[Candidate]) -> Vec<Candidate> {
+        theirs
+            .iter()
+            .filter(|c| match self.kinds {
+                JingleTransports::Any => true,
+                JingleTransports::ProxyOnly => c.kind == CandidateType::Proxy,
+                JingleTransports::IbbOnly => false,
+            })
+            .cloned()
+            .collect()
     }
 
     /// Our candidates for one content (`tag` keeps cids unique).
@@ -327,22 +349,26 @@ struct Lane {
     ibb_in: Option<mpsc::Sender<IqIn>>,
     bytes: u64,
     done: bool,
+    /// How the bytes went, for the `item` event.
+    via: &'static str,
 }
 
 /// Sends `items` to `peer` in one Jingle session. `accept_wait` bounds the
-/// wait for the answer (a person may be asked), `timeout` every other step.
+/// wait for the answer (a person may be asked), `--timeout` every other
+/// step.
 pub(super) async fn send_by_jingle(
     xmpp: &Xmpp,
     mut incoming: mpsc::Receiver<Incoming>,
     peer: FullJid,
     items: &[JingleItem],
     report: &Reporter,
-    timeout: Duration,
+    common: &CommonOptions,
     accept_wait: Duration,
 ) -> Result<(), Failure> {
+    let (timeout, kinds) = (common.timeout, common.jingle_transports);
     let own = xmpp.jid().clone();
     let peer_s = peer.to_string();
-    let local = Local::gather(xmpp).await?;
+    let local = Local::gather(xmpp, kinds).await?;
     let mut lanes = Vec::with_capacity(items.len());
     let mut contents = Vec::with_capacity(items.len());
     for (i, it) in items.iter().enumerate() {
@@ -390,6 +416,7 @@ pub(super) async fn send_by_jingle(
             ibb_in: None,
             bytes: 0,
             done: false,
+            via: "ibb",
         });
     }
     let config = Config {
@@ -623,7 +650,8 @@ impl SendJob<'_> {
                     match &c.transport {
                         Some(Transport::S5b(t)) => {
                             if let S5bPayload::Candidates(cands) = &t.payload {
-                                self.lanes[i].neg.set_remote(cands.clone());
+                                let usable = self.local.usable(cands);
+                                self.lanes[i].neg.set_remote(usable);
                             } else {
                                 self.lanes[i].neg.remote_payload(&t.payload);
                             }
@@ -799,12 +827,14 @@ impl SendJob<'_> {
                 if candidate.kind == CandidateType::Proxy {
                     // The peer's proxy: it activates, then says so.
                     l.awaiting_activation = Some(stream);
+                    l.via = "socks5-proxy";
                 } else {
                     self.start_writing(i, stream);
                 }
             }
             Outcome::UseIncoming { candidate } if candidate.kind == CandidateType::Proxy => {
                 l.started = true;
+                l.via = "socks5-proxy";
                 let Some(p) = self.local.proxy.clone() else {
                     return Err(self.fail("the proxy vanished".into()));
                 };
@@ -833,6 +863,7 @@ impl SendJob<'_> {
             }
             Outcome::UseIncoming { .. } => {
                 l.started = true;
+                l.via = "socks5";
                 let Some(rx) = l.incoming.take() else {
                     return Err(self.fail("the peer's connection to us was lost".into()));
                 };
@@ -859,6 +890,9 @@ impl SendJob<'_> {
 
     fn start_writing(&mut self, i: usize, stream: TcpStream) {
         self.lanes[i].started = true;
+        if self.lanes[i].via == "ibb" {
+            self.lanes[i].via = "socks5";
+        }
         let _ = stream.set_nodelay(true);
         let tx = self.notes.0.clone();
         let it = &self.items[i];
@@ -972,7 +1006,8 @@ impl SendJob<'_> {
                 }
                 self.report.event(
                     "item",
-                    json!({"name": it.name, "size": n, "sha256": hex::encode(it.sha256)}),
+                    json!({"name": it.name, "size": n, "sha256": hex::encode(it.sha256),
+                           "transport": self.lanes[i].via}),
                 );
                 self.check_finished();
             }

@@ -100,6 +100,20 @@ pub struct CommonOptions {
     /// Hidden `--no-encryption`: offer no certificate fingerprint, so a
     /// gshare peer falls back to plaintext (benchmarks).
     pub no_encryption: bool,
+    /// Hidden `--jingle-transport`: which Jingle transports to use.
+    pub jingle_transports: JingleTransports,
+}
+
+/// Which Jingle transports to offer and try (tests of each path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JingleTransports {
+    /// Host candidates, the server's proxy, IBB as the fallback.
+    #[default]
+    Any,
+    /// Only proxy candidates (ours and the peer's).
+    ProxyOnly,
+    /// No SOCKS5 candidate at all: IBB after the replace.
+    IbbOnly,
 }
 
 /// What `gshare send` does.

@@ -130,7 +130,7 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
     let (xmpp, incoming) = login(settings, options).await?;
     let spec = ChannelSpec::new(settings, &opts.common, &xmpp).await?;
     let timeout = opts.common.timeout;
-    let jingle = by_jingle::JingleIn::new(&xmpp, timeout).await?;
+    let jingle = by_jingle::JingleIn::new(&xmpp, timeout, opts.common.jingle_transports).await?;
     let config = session::Config {
         session_timeout: timeout,
         iq_timeout: timeout,

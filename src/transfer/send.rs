@@ -198,7 +198,7 @@ async fn jingle_all(
             peer,
             &items,
             report,
-            opts.common.timeout,
+            &opts.common,
             accept_wait,
         )
         .await

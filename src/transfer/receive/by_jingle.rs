@@ -99,7 +99,11 @@ pub(super) struct JingleIn {
 }
 
 impl JingleIn {
-    pub(super) async fn new(xmpp: &Xmpp, timeout: Duration) -> Result<JingleIn, Failure> {
+    pub(super) async fn new(
+        xmpp: &Xmpp,
+        timeout: Duration,
+        kinds: super::super::JingleTransports,
+    ) -> Result<JingleIn, Failure> {
         let config = Config {
             iq_timeout: timeout,
             ..Config::default()
@@ -109,7 +113,7 @@ impl JingleIn {
             own: xmpp.jid().clone(),
             sessions: JingleSessions::new(xmpp.jid().clone(), config),
             transfers: HashMap::new(),
-            local: Local::gather(xmpp).await?,
+            local: Local::gather(xmpp, kinds).await?,
             notes: mpsc::unbounded_channel(),
             decisions: mpsc::unbounded_channel(),
             iq_out: iq_sender(xmpp),
@@ -420,7 +424,7 @@ impl Receiver {
                 if let Some(Transport::S5b(s5)) = &c.transport {
                     let mut n = S5bNegotiation::new(false, Vec::new());
                     if let S5bPayload::Candidates(cands) = &s5.payload {
-                        n.set_remote(cands.clone());
+                        n.set_remote(self.jingle.local.usable(cands));
                     }
                     l.neg = Some(n);
                 }
