@@ -260,6 +260,7 @@ pub(super) async fn write_file<W: AsyncWrite + Unpin>(
     mut w: W,
     path: PathBuf,
     size: u64,
+    stall: Duration,
     progress: impl Fn(u64),
 ) -> Result<u64, String> {
     let file = tokio::fs::File::open(&path)
@@ -276,9 +277,16 @@ pub(super) async fn write_file<W: AsyncWrite + Unpin>(
         if n == 0 {
             break;
         }
-        w.write_all(&buf[..n])
-            .await
-            .map_err(|e| format!("the connection broke: {e}"))?;
+        match tokio::time::timeout(stall, w.write_all(&buf[..n])).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("the connection broke: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "the receiver took nothing for {}s",
+                    stall.as_secs()
+                ));
+            }
+        }
         done += n as u64;
         progress(done);
     }
@@ -459,6 +467,7 @@ pub(super) async fn send_by_jingle(
         accepted: false,
         local,
         finishing: None,
+        negotiating: None,
         timeout,
     };
     let outcome = job.run(&mut s, &mut incoming).await;
@@ -516,6 +525,8 @@ struct SendJob<'a> {
     local: Local,
     /// Every file is out and checksummed: the peer has until then to end.
     finishing: Option<tokio::time::Instant>,
+    /// Set on accept: every file must be moving by then.
+    negotiating: Option<tokio::time::Instant>,
     timeout: Duration,
 }
 
@@ -545,7 +556,10 @@ impl SendJob<'_> {
                 }
             }
             let timer = s.poll_timeout().map(tokio::time::Instant::from);
-            let wake = [timer, self.finishing].into_iter().flatten().min();
+            let wake = [timer, self.finishing, self.negotiating]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 item = incoming.recv() => match item {
                     Some(Incoming::Iq(iq)) => {
@@ -579,7 +593,18 @@ impl SendJob<'_> {
                 },
                 Some(note) = self.notes.1.recv() => self.on_note(s, note)?,
                 _ = super::send::sleep_until_opt(wake) => {
-                    if self.finishing.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    let now = tokio::time::Instant::now();
+                    if self.negotiating.is_some_and(|t| now >= t) {
+                        if self.lanes.iter().any(|l| !l.started) {
+                            return Err(self.fail(format!(
+                                "no way to move the bytes (SOCKS5 direct, proxy or in-band) \
+                                 worked within {}s",
+                                self.timeout.as_secs()
+                            )));
+                        }
+                        self.negotiating = None;
+                    }
+                    if self.finishing.is_some_and(|t| now >= t) {
                         return Err(Failure::new(
                             Exit::TransferFailed,
                             format!(
@@ -636,6 +661,9 @@ impl SendJob<'_> {
         match ev {
             JingleEvent::Accepted { contents } => {
                 self.accepted = true;
+                // Two S5B attempts (direct, then after the replace IBB)
+                // and a proxy activation fit in twice the timeout.
+                self.negotiating = Some(tokio::time::Instant::now() + 2 * self.timeout);
                 self.report.say(format!("{} accepted", self.peer_s));
                 self.report.warn(not_encrypted_warning(&self.peer_s));
                 self.report.event(
@@ -842,14 +870,14 @@ impl SendJob<'_> {
                 let dst = dst_addr(&tsid, &self.own.to_string(), &self.peer_s);
                 let target = Jid::from(self.peer.clone());
                 let it = &self.items[i];
-                let (path, size) = (it.path.clone(), it.size);
+                let (path, size, stall) = (it.path.clone(), it.size, self.timeout);
                 let cid = candidate.cid.clone();
                 tokio::spawn(async move {
                     match activate_proxy(&xmpp, p.jid, p.addr, &dst, &tsid, &target).await {
                         Ok(stream) => {
                             let _ = tx.send(Note::Activated(i, cid));
                             let ptx = tx.clone();
-                            let r = write_file(stream, path, size, move |n| {
+                            let r = write_file(stream, path, size, stall, move |n| {
                                 let _ = ptx.send(Note::Progress(i, n));
                             })
                             .await;
@@ -869,12 +897,12 @@ impl SendJob<'_> {
                 };
                 let tx = self.notes.0.clone();
                 let it = &self.items[i];
-                let (path, size) = (it.path.clone(), it.size);
+                let (path, size, stall) = (it.path.clone(), it.size, self.timeout);
                 tokio::spawn(async move {
                     let r = match tokio::time::timeout(INCOMING_WAIT, rx).await {
                         Ok(Ok(stream)) => {
                             let ptx = tx.clone();
-                            write_file(stream, path, size, move |n| {
+                            write_file(stream, path, size, stall, move |n| {
                                 let _ = ptx.send(Note::Progress(i, n));
                             })
                             .await
@@ -896,10 +924,10 @@ impl SendJob<'_> {
         let _ = stream.set_nodelay(true);
         let tx = self.notes.0.clone();
         let it = &self.items[i];
-        let (path, size) = (it.path.clone(), it.size);
+        let (path, size, stall) = (it.path.clone(), it.size, self.timeout);
         tokio::spawn(async move {
             let ptx = tx.clone();
-            let r = write_file(stream, path, size, move |n| {
+            let r = write_file(stream, path, size, stall, move |n| {
                 let _ = ptx.send(Note::Progress(i, n));
             })
             .await;
@@ -922,10 +950,10 @@ impl SendJob<'_> {
         let (w, task) = ibb_writer(sender, in_rx, self.iq_out.clone());
         let tx = self.notes.0.clone();
         let it = &self.items[i];
-        let (path, size) = (it.path.clone(), it.size);
+        let (path, size, stall) = (it.path.clone(), it.size, self.timeout);
         tokio::spawn(async move {
             let ptx = tx.clone();
-            let mut r = write_file(w, path, size, move |n| {
+            let mut r = write_file(w, path, size, stall, move |n| {
                 let _ = ptx.send(Note::Progress(i, n));
             })
             .await;

@@ -83,6 +83,8 @@ struct JTransfer {
     accepted: bool,
     failure: Option<Failure>,
     bars: TransferReport,
+    /// Set on accept: every file must be moving by then.
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// Every Jingle session of the receive job.
@@ -206,6 +208,30 @@ impl Receiver {
 
     pub(super) fn on_jingle_timer(&mut self) {
         self.jingle.sessions.handle_timeout(Instant::now());
+        let now = tokio::time::Instant::now();
+        let stall = self.jingle.stall;
+        for ((peer, sid), t) in self.jingle.transfers.iter_mut() {
+            if t.deadline.is_none_or(|d| now < d) {
+                continue;
+            }
+            t.deadline = None;
+            if t.lanes.iter().all(|l| l.started) {
+                continue;
+            }
+            t.failure = Some(Failure::new(
+                Exit::TransferFailed,
+                format!(
+                    "transfer from {peer} failed: no way to move the bytes worked within {}s; \
+                     nothing was saved",
+                    (2 * stall).as_secs()
+                ),
+            ));
+            if let Ok(p) = peer.parse::<FullJid>()
+                && let Some(s) = self.jingle.sessions.get_mut(&p, sid)
+            {
+                let _ = s.terminate(Instant::now(), Reason::new(ReasonKind::FailedTransport));
+            }
+        }
     }
 
     fn jingle_reject(&mut self, peer: &FullJid, sid: &str, what: &str, why: &str, reason: &str) {
@@ -317,7 +343,8 @@ impl Receiver {
             let Some(file) = c.file() else { continue };
             let offered = file.name.clone().unwrap_or_else(|| "file".into());
             let name = safe_file_name(&offered).unwrap_or_else(|_| "received-file".into());
-            let size = file.size.unwrap_or(0);
+            // No size: nothing to check the space or the end against.
+            let Some(size) = file.size else { continue };
             items.push(ManifestItem::file(name.clone(), size));
             let tsid = match &c.transport {
                 Some(Transport::S5b(t)) => t.sid.clone(),
@@ -416,6 +443,7 @@ impl Receiver {
                 lanes,
                 accepted: false,
                 failure: None,
+                deadline: None,
             },
         );
         // The sender's candidates, kept for the accept.
@@ -537,6 +565,7 @@ impl Receiver {
             return;
         }
         t.accepted = true;
+        t.deadline = Some(tokio::time::Instant::now() + 2 * self.jingle.stall);
         self.report.say(format!(
             "Receiving {} from {peer} (Jingle file transfer, not encrypted)",
             super::super::report::describe_items(
