@@ -292,6 +292,12 @@ fn require_encryption_refuses_jingle_on_both_sides() {
         "{}",
         String::from_utf8_lossy(&sent.stderr)
     );
+    // A folder is refused before login (usage, 2): Jingle sends files.
+    let dir = src.path().join("folder");
+    std::fs::create_dir(&dir).unwrap();
+    let sent = send(&p, &[&dir], &["--method", "jingle"]);
+    assert_eq!(sent.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&sent.stderr).contains("tar"));
     // The receiver declines a Jingle offer: the sender is declined (5).
     let out = tempfile::tempdir().unwrap();
     let recv = Receiver::start(
@@ -323,7 +329,11 @@ fn require_encryption_refuses_jingle_on_both_sides() {
 }
 
 /// The sizes exchanged with Libervia.
-const LIBERVIA_SIZES: [(&str, u64); 2] = [("empty.bin", 0), ("mebi-plus.bin", 3 * MIB + 7)];
+const LIBERVIA_SIZES: [(&str, u64); 3] = [
+    ("empty.bin", 0),
+    ("mebi-plus.bin", 3 * MIB + 7),
+    ("fifty.bin", 50 * MIB),
+];
 
 /// `gshare send --method jingle` (the CLI, as romeo) to Libervia's
 /// `li file receive` (as juliet), one file per session as `file receive`
