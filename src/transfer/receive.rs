@@ -504,7 +504,7 @@ impl Receiver {
     /// Asks the next waiting question, unless one is open: one question at
     /// a time on the terminal.
     fn ask_next(&mut self) {
-        if self.prompting.is_some() {
+        if self.prompting.is_some() || self.jingle.prompting.is_some() {
             return;
         }
         while let Some((handle, question)) = self.questions.pop_front() {

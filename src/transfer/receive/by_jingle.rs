@@ -98,6 +98,9 @@ pub(super) struct JingleIn {
     pub(super) decisions: (DecisionTx, mpsc::UnboundedReceiver<(Key, bool)>),
     iq_out: mpsc::Sender<IqOut>,
     stall: Duration,
+    /// The offer asked about on the terminal (one question at a time,
+    /// shared with the Google and link offers).
+    pub(super) prompting: Option<Key>,
 }
 
 impl JingleIn {
@@ -120,6 +123,7 @@ impl JingleIn {
             decisions: mpsc::unbounded_channel(),
             iq_out: iq_sender(xmpp),
             stall: timeout,
+            prompting: None,
         })
     }
 
@@ -461,7 +465,12 @@ impl Receiver {
         let prompt = !self.auto_accept && self.interactive;
         if self.auto_accept {
             let _ = self.jingle.decisions.0.send((key, true));
-        } else if prompt && self.prompting.is_none() && self.links.prompting.is_none() {
+        } else if prompt
+            && self.prompting.is_none()
+            && self.links.prompting.is_none()
+            && self.jingle.prompting.is_none()
+        {
+            self.jingle.prompting = Some(key.clone());
             let tx = self.jingle.decisions.0.clone();
             let question = format!("Accept {what} from {from} (Jingle, not encrypted)? [y/N] ");
             tokio::task::spawn_blocking(move || {
@@ -496,6 +505,11 @@ impl Receiver {
 
     /// The user's (or auto-accept's) answer.
     pub(super) fn on_jingle_decision(&mut self, key: Key, yes: bool) {
+        if self.jingle.prompting.as_ref() == Some(&key) {
+            self.jingle.prompting = None;
+            // Google share offers that waited for this question.
+            self.ask_next();
+        }
         let Ok(peer) = key.0.parse::<FullJid>() else {
             return;
         };
