@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
 use gshare::config::{self, Settings};
 use gshare::transfer::{
-    CommonOptions, DEFAULT_MAX_CONCURRENT, ReceiveOptions, SendMethod, SendOptions,
+    CommonOptions, DEFAULT_MAX_CONCURRENT, JingleTransports, ReceiveOptions, SendMethod,
+    SendOptions,
 };
 
 /// Send files between XMPP accounts with the Google Talk file-share protocol.
@@ -97,6 +98,11 @@ pub struct GlobalArgs {
         conflicts_with = "require_encryption"
     )]
     pub no_encryption: bool,
+    /// Jingle transports to offer and try: `any`, `proxy` (only the
+    /// server's SOCKS5 proxy) or `ibb` (no SOCKS5 candidate, so in-band
+    /// after the replace); for tests of each path.
+    #[arg(long, global = true, hide = true, value_enum, value_name = "KIND", default_value_t = JingleTransportArg::Any)]
+    pub jingle_transport: JingleTransportArg,
     /// Session timeout in seconds: no answer, no accept or no working path
     /// within it ends the session.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 50)]
@@ -150,13 +156,34 @@ pub struct SendArgs {
     /// Seconds to wait for the recipient to come online and to answer.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
-    /// How to deliver: `p2p` (directly, the recipient must be online),
-    /// `upload` (to your server's HTTP upload service, XEP-0363, with one
-    /// link message per file: works for offline recipients and any client),
-    /// or `auto`: p2p when the recipient has a resource that can receive
-    /// within --wait, else upload.
+    /// How to deliver: `google` (the Google share, directly; the recipient
+    /// must be online), `jingle` (Jingle file transfer, XEP-0234, directly
+    /// or through your server; not encrypted), `p2p` (google or jingle,
+    /// whichever the recipient's resource can receive), `upload` (to your
+    /// server's HTTP upload service, XEP-0363, with one link message per
+    /// file: works for offline recipients and any client), or `auto`: p2p
+    /// when the recipient has a resource that can receive within --wait,
+    /// else upload.
     #[arg(long, value_enum, value_name = "METHOD", default_value_t = MethodArg::Auto)]
     pub method: MethodArg,
+}
+
+/// The hidden `--jingle-transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JingleTransportArg {
+    Any,
+    Proxy,
+    Ibb,
+}
+
+impl From<JingleTransportArg> for JingleTransports {
+    fn from(m: JingleTransportArg) -> JingleTransports {
+        match m {
+            JingleTransportArg::Any => JingleTransports::Any,
+            JingleTransportArg::Proxy => JingleTransports::ProxyOnly,
+            JingleTransportArg::Ibb => JingleTransports::IbbOnly,
+        }
+    }
 }
 
 /// `--method`.
@@ -164,6 +191,8 @@ pub struct SendArgs {
 pub enum MethodArg {
     Auto,
     P2p,
+    Google,
+    Jingle,
     Upload,
 }
 
@@ -172,6 +201,8 @@ impl From<MethodArg> for SendMethod {
         match m {
             MethodArg::Auto => SendMethod::Auto,
             MethodArg::P2p => SendMethod::P2p,
+            MethodArg::Google => SendMethod::Google,
+            MethodArg::Jingle => SendMethod::Jingle,
             MethodArg::Upload => SendMethod::Upload,
         }
     }
@@ -226,7 +257,7 @@ Exit codes:
   7  transfer failed or could not be verified (nothing saved under the final name),
      or the upload was refused (file too large, quota) or broke off
   8  not encrypted: --require-encryption and the peer does not support encryption,
-     or only the upload method was left (nothing was sent)";
+     or only the upload method or Jingle was left (nothing was sent)";
 
 impl GlobalArgs {
     /// The account flags, for [`config::resolve`].
@@ -257,6 +288,7 @@ impl GlobalArgs {
             quiet: self.quiet,
             require_encryption: self.require_encryption,
             no_encryption: self.no_encryption,
+            jingle_transports: self.jingle_transport.into(),
         }
     }
 }

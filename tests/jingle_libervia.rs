@@ -8,11 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/libervia.rs"]
+mod libervia;
 #[path = "support/prosody.rs"]
 mod prosody;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gshare::bytestreams::ibb::{IbbEvent, IbbReceiver, NS_IBB};
@@ -28,6 +29,7 @@ use gshare::jingle::{
 use gshare::session::envelope::{IqIn, IqPayload};
 use gshare::xmpp::{Account, ConnectOptions, Incoming, Xmpp};
 use jid::Jid;
+use libervia::Libervia;
 use minidom::Element;
 use prosody::Prosody;
 use sha2::{Digest, Sha256};
@@ -35,116 +37,6 @@ use tokio::io::AsyncReadExt;
 use xmpp_parsers::iq::Iq;
 
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
-
-struct Libervia {
-    dir: tempfile::TempDir,
-    backend: Child,
-}
-
-impl Drop for Libervia {
-    fn drop(&mut self) {
-        let _ = self.backend.kill();
-        let _ = self.backend.wait();
-    }
-}
-
-impl Libervia {
-    fn cmd(&self, bin: &str) -> Command {
-        let d = self.dir.path();
-        let mut c = Command::new("/usr/bin/python3");
-        c.arg(bin)
-            .env("HOME", d)
-            .env("XDG_CONFIG_HOME", d.join("config"))
-            .env("XDG_DATA_HOME", d.join("data"))
-            .env("XDG_CACHE_HOME", d.join("cache"))
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        let out = self
-            .cmd("/usr/bin/libervia-cli")
-            .args(args)
-            .output()
-            .expect("run libervia-cli");
-        assert!(
-            out.status.success(),
-            "libervia-cli {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn start(cert: &Path) -> Libervia {
-        for bin in ["/usr/bin/libervia-backend", "/usr/bin/libervia-cli"] {
-            assert!(
-                Path::new(bin).is_file(),
-                "{bin} is not installed: run `scripts/install-deps` (apt-get install libervia-backend libervia-cli python3-progressbar)"
-            );
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("gshare-libervia-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        for sub in ["config/libervia", "data", "cache"] {
-            std::fs::create_dir_all(d.join(sub)).unwrap();
-        }
-        std::fs::write(
-            d.join("config/libervia/libervia.conf"),
-            "[DEFAULT]\nbridge = pb\n",
-        )
-        .unwrap();
-        let log = std::fs::File::create(d.join("backend.out")).unwrap();
-        let mut tmp = Libervia {
-            dir,
-            backend: Command::new("true").spawn().unwrap(),
-        };
-        let backend = tmp
-            .cmd("/usr/bin/libervia-backend")
-            .arg("fg")
-            .env("SSL_CERT_FILE", cert)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start libervia-backend");
-        let _ = tmp.backend.wait();
-        tmp.backend = backend;
-        // Ready when the CLI gets an answer over the bridge.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ok = tmp
-                .cmd("/usr/bin/libervia-cli")
-                .args(["profile", "list"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "libervia-backend did not start: {}",
-                tmp.backend_log()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        tmp
-    }
-
-    fn backend_log(&self) -> String {
-        let s = std::fs::read_to_string(self.dir.path().join("backend.out")).unwrap_or_default();
-        s.chars()
-            .rev()
-            .take(4000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect()
-    }
-}
 
 fn disco_answer(get: &Element) -> Element {
     let mut q = Element::builder("query", NS_DISCO_INFO);

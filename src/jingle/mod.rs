@@ -4,6 +4,7 @@
 //!
 //! - [`codec`]: the `<jingle>` element and what goes in it.
 //! - [`session`]: the sans-IO session machine, both roles.
+//! - [`sessions`]: many sessions behind one IQ entry point.
 //!
 //! The transports (XEP-0260 SOCKS5, XEP-0261 IBB) live in
 //! `crate::bytestreams`; each yields a byte stream per content that the
@@ -43,6 +44,7 @@
 
 pub mod codec;
 pub mod session;
+pub mod sessions;
 
 pub use codec::{
     Action, Candidate, CandidateType, CodecError, Content, Creator, Description, FileDesc, Hash,
@@ -53,6 +55,7 @@ pub use session::{
     CommandError, Config, JingleEvent, JingleSession, Role, State, jingle_sid,
     unknown_session_reply,
 };
+pub use sessions::{JingleSessions, MAX_SESSIONS};
 
 /// A content offering one file (`creator='initiator'`,
 /// `senders='initiator'`) with its transport. `hash_used` announces a

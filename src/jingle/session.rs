@@ -378,6 +378,11 @@ impl JingleSession {
         &self.contents
     }
 
+    /// True when no IQ and no event is queued.
+    pub fn is_drained(&self) -> bool {
+        self.transmit.is_empty() && self.events.is_empty()
+    }
+
     /// Next IQ to send.
     pub fn poll_transmit(&mut self) -> Option<IqOut> {
         self.transmit.pop_front()

@@ -25,6 +25,7 @@
 //! wraps the stream there, before HTTP, and the fetch job checks digests and
 //! resumes there.
 
+mod by_jingle;
 mod by_upload;
 mod channel;
 mod explain;
@@ -34,6 +35,7 @@ mod links;
 pub mod names;
 mod receive;
 mod report;
+mod resolve;
 mod send;
 mod serve;
 mod signalling;
@@ -98,6 +100,20 @@ pub struct CommonOptions {
     /// Hidden `--no-encryption`: offer no certificate fingerprint, so a
     /// gshare peer falls back to plaintext (benchmarks).
     pub no_encryption: bool,
+    /// Hidden `--jingle-transport`: which Jingle transports to use.
+    pub jingle_transports: JingleTransports,
+}
+
+/// Which Jingle transports to offer and try (tests of each path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JingleTransports {
+    /// Host candidates, the server's proxy, IBB as the fallback.
+    #[default]
+    Any,
+    /// Only proxy candidates (ours and the peer's).
+    ProxyOnly,
+    /// No SOCKS5 candidate at all: IBB after the replace.
+    IbbOnly,
 }
 
 /// What `gshare send` does.
@@ -121,11 +137,17 @@ pub struct SendOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SendMethod {
     /// Peer to peer when the recipient has a resource that can receive
-    /// within `--wait`, else by upload ([`crate::upload`]).
+    /// (Google share or Jingle) within `--wait`, else by upload
+    /// ([`crate::upload`]).
     #[default]
     Auto,
-    /// Peer to peer only.
+    /// Peer to peer only: Google share or Jingle, whichever the resource
+    /// can receive (Google share first).
     P2p,
+    /// The Google share only (`share-v1` caps).
+    Google,
+    /// Jingle file transfer only (XEP-0234 with S5B/IBB, not encrypted).
+    Jingle,
     /// By upload only (XEP-0363 and a link message per file).
     Upload,
 }
@@ -136,6 +158,8 @@ impl SendMethod {
         match self {
             SendMethod::Auto => "auto",
             SendMethod::P2p => "p2p",
+            SendMethod::Google => "google",
+            SendMethod::Jingle => "jingle",
             SendMethod::Upload => "upload",
         }
     }

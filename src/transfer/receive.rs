@@ -32,6 +32,7 @@ use crate::session::{
 use crate::upload::HttpsClient;
 use crate::xmpp::ConnectOptions;
 
+mod by_jingle;
 mod by_link;
 
 /// One offer being decided on or received.
@@ -117,7 +118,11 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
     };
 
     let options = ConnectOptions {
-        forward_namespaces: vec![session::stanza::NS_SESSION],
+        forward_namespaces: vec![
+            session::stanza::NS_SESSION,
+            crate::jingle::codec::NS_JINGLE,
+            crate::bytestreams::ibb::NS_IBB,
+        ],
         presence_allow: (!allow.is_empty())
             .then(|| allow.iter().map(|j| j.to_bare()).collect::<Vec<BareJid>>()),
         ..ConnectOptions::default()
@@ -125,6 +130,7 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
     let (xmpp, incoming) = login(settings, options).await?;
     let spec = ChannelSpec::new(settings, &opts.common, &xmpp).await?;
     let timeout = opts.common.timeout;
+    let jingle = by_jingle::JingleIn::new(&xmpp, timeout, opts.common.jingle_transports).await?;
     let config = session::Config {
         session_timeout: timeout,
         iq_timeout: timeout,
@@ -165,19 +171,33 @@ pub async fn run(settings: &Settings, opts: &ReceiveOptions) -> Result<(), Failu
         last_error: None,
         require_encryption: opts.common.require_encryption || settings.require_encryption,
         no_encryption: opts.common.no_encryption,
+        jingle,
     };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let outcome = loop {
+        let jingle_deadline = job.jingle.deadline();
         let step = tokio::select! {
             signal = job.sig.next(), if !job.sig.is_lost() => job.on_signal(signal),
             Some((handle, yes)) = decision_rx.recv() => job.on_decision(handle, yes),
             Some(msg) = ctl_rx.recv() => job.on_channel(msg),
             Some((id, yes)) = link_decision_rx.recv() => job.on_link_decision(id, yes),
             Some((id, ev)) = link_rx.recv() => job.on_link_event(id, ev),
+            Some(note) = job.jingle.notes.1.recv() => job.on_jingle_note(note),
+            Some((key, yes)) = job.jingle.decisions.1.recv() => {
+                job.on_jingle_decision(key, yes);
+                None
+            }
+            _ = super::send::sleep_until_opt(jingle_deadline) => {
+                job.on_jingle_timer();
+                None
+            }
             _ = &mut ctrl_c => job.on_ctrl_c().await,
         };
         if let Some(outcome) = step {
+            break outcome;
+        }
+        if let Some(outcome) = job.jingle_pump().await {
             break outcome;
         }
     };
@@ -221,6 +241,8 @@ struct Receiver {
     require_encryption: bool,
     /// Hidden `--no-encryption`: answer without a certificate (benchmarks).
     no_encryption: bool,
+    /// Jingle file transfer offers and transfers.
+    jingle: by_jingle::JingleIn,
 }
 
 /// `Some(outcome)` ends the run.
@@ -230,6 +252,10 @@ impl Receiver {
     fn on_signal(&mut self, signal: Signal) -> Step {
         match signal {
             Signal::Message(m) => self.on_message(&m),
+            Signal::Iq(iq) => {
+                self.on_jingle_iq(iq);
+                None
+            }
             Signal::Lost(e) => {
                 if !self.channels.is_empty() || !self.links.running.is_empty() {
                     self.report.warn(format!(
@@ -315,7 +341,7 @@ impl Receiver {
             self.decline(handle, &from, &what, "not in --from", "not allowed");
             return;
         }
-        if self.transfers.len() + self.links.running.len() >= self.bound {
+        if self.transfers.len() + self.links.running.len() + self.jingle.len() >= self.bound {
             self.decline(handle, &from, &what, "busy with another transfer", "busy");
             return;
         }
@@ -478,7 +504,7 @@ impl Receiver {
     /// Asks the next waiting question, unless one is open: one question at
     /// a time on the terminal.
     fn ask_next(&mut self) {
-        if self.prompting.is_some() {
+        if self.prompting.is_some() || self.jingle.prompting.is_some() {
             return;
         }
         while let Some((handle, question)) = self.questions.pop_front() {
@@ -735,6 +761,8 @@ impl Receiver {
             let _ = self.sig.machine.terminate(now, *handle);
             told.push(t.peer.to_string());
         }
+        told.extend(self.jingle.terminate_all());
+        self.jingle.flush().await;
         self.channels.stop_all();
         self.links.abort_all();
         self.sig.flush().await;
@@ -756,6 +784,7 @@ impl Receiver {
             t.bars.finish(&self.report);
         }
         self.sig.flush().await;
+        self.jingle.flush().await;
         self.sig.xmpp.close().await;
         match (outcome, self.last_error) {
             (Ok(()), Some(f)) if !self.once => Err(f),
@@ -778,7 +807,7 @@ fn offer_event(from: &Jid, manifest: &Manifest) -> serde_json::Value {
             json!({"name": i.name, "size": i.size, "kind": kind})
         })
         .collect();
-    json!({"from": from.to_string(), "total": manifest.total_size(), "method": "p2p",
+    json!({"from": from.to_string(), "total": manifest.total_size(), "method": "google",
            "items": items})
 }
 

@@ -13,9 +13,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::by_jingle::{JINGLE_NOT_ENCRYPTED, JingleItem, send_by_jingle};
 use super::by_upload::{UploadItem, send_by_upload};
 use super::channel::{ChannelEvent, ChannelMsg, ChannelSpec, Channels, Negotiated};
 use super::report::{Reporter, TransferReport, describe_items, human_rate, human_size};
+use super::resolve::{Via, Want, resolve_peer};
 use super::signalling::{Signal, Signalling};
 use super::{Exit, Failure, SendMethod, SendOptions, login, parse_target, resolve_target};
 use crate::config::Settings;
@@ -149,6 +151,63 @@ async fn upload_all(
     send_by_upload(xmpp, settings.ca_file.as_deref(), to, &items, report, why).await
 }
 
+/// Why Jingle cannot take these items: one file per content, no folders.
+fn jingle_folder_refusal(offered: &[Offered]) -> Option<String> {
+    offered.iter().find(|o| o.folder).map(|folder| {
+        format!(
+            "{:?} is a folder; Jingle file transfer sends files only (tar it first: \
+             tar c DIR | gshare send - --name DIR.tar JID)",
+            folder.name
+        )
+    })
+}
+
+/// Sends every item over Jingle to `peer` (the method chosen for it).
+async fn jingle_all(
+    xmpp: &crate::xmpp::Xmpp,
+    incoming: mpsc::Receiver<crate::xmpp::Incoming>,
+    peer: tokio_xmpp::parsers::jid::FullJid,
+    opts: &SendOptions,
+    offered: &[Offered],
+    report: &Reporter,
+    require_encryption: bool,
+) -> Result<(), Failure> {
+    let outcome = async {
+        if require_encryption {
+            return Err(Failure::new(
+                Exit::NotEncrypted,
+                format!("{peer} can receive only by Jingle file transfer; {JINGLE_NOT_ENCRYPTED}"),
+            ));
+        }
+        if let Some(why) = jingle_folder_refusal(offered) {
+            return Err(Failure::new(Exit::Usage, why));
+        }
+        let items: Vec<JingleItem> = offered
+            .iter()
+            .map(|o| JingleItem {
+                name: o.name.clone(),
+                path: o.path.clone(),
+                size: o.size,
+                sha256: o.sha256.unwrap_or_default(),
+            })
+            .collect();
+        let accept_wait = opts.common.timeout.max(opts.wait);
+        send_by_jingle(
+            xmpp,
+            incoming,
+            peer,
+            &items,
+            report,
+            &opts.common,
+            accept_wait,
+        )
+        .await
+    }
+    .await;
+    xmpp.close().await;
+    outcome
+}
+
 /// Why `--require-encryption` rules out the upload method.
 const UPLOAD_NOT_ENCRYPTED: &str = "the upload method stores the file on your server, which can \
      read it (HTTPS protects only the way there), and encryption is required";
@@ -167,6 +226,14 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     if opts.method == SendMethod::Upload && require_encryption {
         return Err(Failure::new(Exit::NotEncrypted, UPLOAD_NOT_ENCRYPTED));
     }
+    if opts.method == SendMethod::Jingle {
+        if require_encryption {
+            return Err(Failure::new(Exit::NotEncrypted, JINGLE_NOT_ENCRYPTED));
+        }
+        if let Some(why) = jingle_folder_refusal(&offered) {
+            return Err(Failure::new(Exit::Usage, why));
+        }
+    }
     // Files are hashed on blocking threads while we log in.
     let hashing: Vec<_> = offered
         .iter()
@@ -177,10 +244,14 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
         .collect();
 
     let options = ConnectOptions {
-        forward_namespaces: vec![session::stanza::NS_SESSION],
+        forward_namespaces: vec![
+            session::stanza::NS_SESSION,
+            crate::jingle::codec::NS_JINGLE,
+            crate::bytestreams::ibb::NS_IBB,
+        ],
         ..ConnectOptions::default()
     };
-    let (xmpp, incoming) = login(settings, options).await?;
+    let (xmpp, mut incoming) = login(settings, options).await?;
     let by_upload = |why: Option<String>| {
         let xmpp = xmpp.clone();
         let to = target.to_bare();
@@ -192,40 +263,51 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
             outcome
         }
     };
-    let peer = match opts.method {
+    let (peer, via) = match opts.method {
         SendMethod::Upload => return by_upload(None).await,
-        SendMethod::P2p => resolve_target(&xmpp, &target, opts.wait).await?,
-        SendMethod::Auto => match resolve_target(&xmpp, &target, opts.wait).await {
-            Ok(peer) => peer,
-            // A bare JID with no resource that can receive peer to peer
-            // within --wait: store the files on our server instead.
-            Err(f)
-                if f.exit == Exit::Unreachable
-                    && target.resource().is_none()
-                    && require_encryption =>
-            {
-                return Err(Failure::new(
-                    Exit::NotEncrypted,
-                    format!("{}; no fallback: {UPLOAD_NOT_ENCRYPTED}", f.message),
-                ));
-            }
-            Err(f) if f.exit == Exit::Unreachable && target.resource().is_none() => {
-                let why = format!(
-                    "{} has no online resource that can receive files peer to peer; \
+        SendMethod::Google => (
+            resolve_target(&xmpp, &target, opts.wait).await?,
+            Via::Google,
+        ),
+        SendMethod::Jingle => {
+            resolve_peer(&xmpp, &mut incoming, &target, opts.wait, Want::Jingle).await?
+        }
+        SendMethod::P2p => {
+            resolve_peer(&xmpp, &mut incoming, &target, opts.wait, Want::Either).await?
+        }
+        SendMethod::Auto => {
+            match resolve_peer(&xmpp, &mut incoming, &target, opts.wait, Want::Either).await {
+                Ok(peer) => peer,
+                // A bare JID with no resource that can receive peer to peer
+                // within --wait: store the files on our server instead.
+                Err(f)
+                    if f.exit == Exit::Unreachable
+                        && target.resource().is_none()
+                        && require_encryption =>
+                {
+                    return Err(Failure::new(
+                        Exit::NotEncrypted,
+                        format!("{}; no fallback: {UPLOAD_NOT_ENCRYPTED}", f.message),
+                    ));
+                }
+                Err(f) if f.exit == Exit::Unreachable && target.resource().is_none() => {
+                    let why = format!(
+                        "{} has no online resource that can receive files peer to peer; \
                      sending by upload instead",
-                    target.to_bare()
-                );
-                return match by_upload(Some(why)).await {
-                    // No upload service either: say both.
-                    Err(u) if u.exit == Exit::Unreachable => Err(Failure::new(
-                        Exit::Unreachable,
-                        format!("{}; no fallback: {}", f.message, u.message),
-                    )),
-                    other => other,
-                };
+                        target.to_bare()
+                    );
+                    return match by_upload(Some(why)).await {
+                        // No upload service either: say both.
+                        Err(u) if u.exit == Exit::Unreachable => Err(Failure::new(
+                            Exit::Unreachable,
+                            format!("{}; no fallback: {}", f.message, u.message),
+                        )),
+                        other => other,
+                    };
+                }
+                Err(f) => return Err(f),
             }
-            Err(f) => return Err(f),
-        },
+        }
     };
     for (o, task) in offered.iter_mut().zip(hashing) {
         if let Some(task) = task {
@@ -235,6 +317,18 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
                 .map_err(|e| Failure::new(Exit::Failure, format!("{}: {e}", o.path.display())))?;
             o.sha256 = Some(digest);
         }
+    }
+    if via == Via::Jingle {
+        return jingle_all(
+            &xmpp,
+            incoming,
+            peer,
+            opts,
+            &offered,
+            &report,
+            require_encryption,
+        )
+        .await;
     }
 
     let manifest = Manifest {
@@ -301,7 +395,7 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     ));
     report.event(
         "offer",
-        json!({"to": peer.to_string(), "total": total, "method": SendMethod::P2p.as_str(),
+        json!({"to": peer.to_string(), "total": total, "method": Via::Google.as_str(),
                "items": offered.iter().map(|o| json!({"name": o.name, "size": o.size,
                    "kind": if o.folder { "folder" } else { "file" }})).collect::<Vec<_>>()}),
     );
@@ -442,8 +536,8 @@ impl Sender {
                 )))
             }
             Signal::Session(ev) => self.on_session(ev),
-            // Messages carry nothing for a sender.
-            Signal::Message(_) => None,
+            // Messages and other IQs carry nothing for a Google sender.
+            Signal::Message(_) | Signal::Iq(_) => None,
         }
     }
 

@@ -25,6 +25,9 @@ pub enum Signal {
     Lost(XmppError),
     /// A message (the receiver looks for file links in it).
     Message(Box<Message>),
+    /// An IQ the Google session layer does not take (Jingle, IBB, and the
+    /// answers to their requests).
+    Iq(IqIn),
 }
 
 /// Owns the session machine and feeds it from the XMPP connection.
@@ -76,7 +79,11 @@ impl Signalling {
             };
             tokio::select! {
                 inc = self.incoming.recv(), if !self.lost => match inc {
-                    Some(Incoming::Iq(iq)) => self.feed(*iq),
+                    Some(Incoming::Iq(iq)) => {
+                        if let Some(other) = self.feed(*iq) {
+                            return Signal::Iq(other);
+                        }
+                    }
                     Some(Incoming::Presence(p)) => {
                         if let Some(h) = self.offline_peer(&p) {
                             return Signal::PeerOffline(h);
@@ -114,7 +121,8 @@ impl Signalling {
         self.lost
     }
 
-    fn feed(&mut self, iq: Iq) {
+    /// Hands an IQ to the session machine; returns it if not taken.
+    fn feed(&mut self, iq: Iq) -> Option<IqIn> {
         let mut el = Element::from(iq);
         if el.attr("from").is_none() {
             // Our own server speaks without `from`: it is our account.
@@ -127,11 +135,16 @@ impl Signalling {
         }
         match IqIn::from_element(&el) {
             Some(iq) => {
-                if !self.machine.handle_iq(Instant::now(), iq) {
-                    debug!("IQ not for the session layer");
+                if self.machine.handle_iq(Instant::now(), iq.clone()) {
+                    None
+                } else {
+                    Some(iq)
                 }
             }
-            None => debug!("IQ without id or type"),
+            None => {
+                debug!("IQ without id or type");
+                None
+            }
         }
     }
 }

@@ -24,6 +24,19 @@ pub const SHARE_EXT: &str = "share-v1";
 /// The disco feature gabble maps `share-v1` to (no `www.`).
 pub const FEATURE_SHARE: &str = "http://google.com/xmpp/protocol/share/v1";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+/// The disco features of Jingle file transfer we answer with beside
+/// [`FEATURE_SHARE`]: Jingle, its file-transfer application, the S5B and
+/// IBB transports and their underlying XEP-0065/XEP-0047, XEP-0300 SHA-256.
+const JINGLE_FEATURES: [&str; 8] = [
+    "urn:xmpp:jingle:1",
+    "urn:xmpp:jingle:apps:file-transfer:5",
+    "urn:xmpp:jingle:transports:s5b:1",
+    "urn:xmpp:jingle:transports:ibb:1",
+    "http://jabber.org/protocol/bytestreams",
+    "http://jabber.org/protocol/ibb",
+    "urn:xmpp:hashes:2",
+    "urn:xmpp:hash-function-text-names:sha-256",
+];
 const NS_PING: &str = "urn:xmpp:ping";
 /// Our caps version string.
 pub const CAPS_VER: &str = env!("CARGO_PKG_VERSION");
@@ -383,6 +396,11 @@ pub fn answer_get(payload: &Element, share: bool) -> Option<Option<Element>> {
             .append(feature(NS_PING));
         if share {
             q = q.append(feature(FEATURE_SHARE));
+            // Jingle file transfer (issue 18; docs/protocol.md §H.4): the
+            // jobs take offers and send with it beside the Google share.
+            for var in JINGLE_FEATURES {
+                q = q.append(feature(var));
+            }
         }
         return Some(Some(q.build()));
     }

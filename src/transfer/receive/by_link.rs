@@ -121,7 +121,11 @@ impl Receiver {
             return None;
         }
         let prompt = !self.auto_accept && self.interactive;
-        if prompt && (self.prompting.is_some() || self.links.prompting.is_some()) {
+        if prompt
+            && (self.prompting.is_some()
+                || self.links.prompting.is_some()
+                || self.jingle.prompting.is_some())
+        {
             reject(self, "busy asking about another offer", "busy");
             return None;
         }
