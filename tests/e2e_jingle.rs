@@ -323,8 +323,20 @@ fn require_encryption_refuses_jingle_on_both_sides() {
         .collect();
     assert_eq!(rejected[0]["reason"], "not encrypted", "{rejected:#?}");
     assert_eq!(rejected[0]["method"], "jingle");
-    let _ = recv.child.kill();
-    let _ = recv.child.wait();
+    // With --once the declined offer ends the run, with exit 8 as for a
+    // classic Google offer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = recv.child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = recv.child.kill();
+            panic!("the --once receiver did not end after declining");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(8));
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
 

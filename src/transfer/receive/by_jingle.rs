@@ -260,7 +260,7 @@ impl Receiver {
         let now = Instant::now();
         match ev {
             JingleEvent::Offered { contents } => {
-                self.on_jingle_offer(peer, sid, contents);
+                return self.on_jingle_offer(peer, sid, contents);
             }
             JingleEvent::TransportInfo {
                 content,
@@ -339,7 +339,7 @@ impl Receiver {
         None
     }
 
-    fn on_jingle_offer(&mut self, peer: FullJid, sid: String, contents: Vec<Content>) {
+    fn on_jingle_offer(&mut self, peer: FullJid, sid: String, contents: Vec<Content>) -> Step {
         let from = Jid::from(peer.clone());
         let mut lanes = Vec::new();
         let mut items = Vec::new();
@@ -388,16 +388,16 @@ impl Receiver {
                 "it offers no file to receive",
                 "unsupported",
             );
-            return;
+            return None;
         }
         if !allowed(&self.allow, &from) {
             self.jingle_reject(&peer, &sid, &what, "not in --from", "not allowed");
-            return;
+            return None;
         }
         let running = self.transfers.len() + self.links.running.len() + self.jingle.len();
         if running >= self.bound {
             self.jingle_reject(&peer, &sid, &what, "busy with another transfer", "busy");
-            return;
+            return None;
         }
         let Some(dir) = self.output_dir() else {
             self.jingle_reject(
@@ -407,7 +407,7 @@ impl Receiver {
                 "Jingle files are saved to a folder only (not -o -)",
                 "unsupported",
             );
-            return;
+            return None;
         };
         let _ = dir;
         if self.require_encryption {
@@ -418,7 +418,16 @@ impl Receiver {
                 "Jingle file transfer is not encrypted and encryption is required",
                 "not encrypted",
             );
-            return;
+            // As for a classic Google offer: exit 8 (with --once, now).
+            let f = Failure::new(
+                Exit::NotEncrypted,
+                format!("declined the Jingle offer from {from}: it would not be encrypted"),
+            );
+            if self.once {
+                return Some(Err(f));
+            }
+            self.last_error = Some(f);
+            return None;
         }
         if let Some((reason, why)) = self.cannot_fit(&manifest) {
             self.report
@@ -431,7 +440,7 @@ impl Receiver {
             if let Some(s) = self.jingle.sessions.get_mut(&peer, &sid) {
                 let _ = s.decline(Instant::now());
             }
-            return;
+            return None;
         }
         let mut ev = super::offer_event(&from, &manifest);
         ev["method"] = "jingle".into();
@@ -494,6 +503,7 @@ impl Receiver {
                 ));
             }
         }
+        None
     }
 
     fn output_dir(&self) -> Option<(PathBuf, bool)> {
