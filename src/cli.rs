@@ -97,6 +97,12 @@ pub struct GlobalArgs {
         conflicts_with = "require_encryption"
     )]
     pub no_encryption: bool,
+    /// Use only relay candidates (the --turn server's and the XMPP
+    /// server's): no host or server-reflexive candidate is announced, so
+    /// every datagram goes through a TURN relay (benchmarks and tests of
+    /// the relayed path on one host).
+    #[arg(long, global = true, hide = true)]
+    pub relay_only: bool,
     /// Session timeout in seconds: no answer, no accept or no working path
     /// within it ends the session.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 50)]
@@ -257,6 +263,7 @@ impl GlobalArgs {
             quiet: self.quiet,
             require_encryption: self.require_encryption,
             no_encryption: self.no_encryption,
+            relay_only: self.relay_only,
         }
     }
 }

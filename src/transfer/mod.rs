@@ -98,6 +98,9 @@ pub struct CommonOptions {
     /// Hidden `--no-encryption`: offer no certificate fingerprint, so a
     /// gshare peer falls back to plaintext (benchmarks).
     pub no_encryption: bool,
+    /// Hidden `--relay-only`: announce only TURN relay candidates
+    /// (benchmarks and tests of the relayed path).
+    pub relay_only: bool,
 }
 
 /// What `gshare send` does.
