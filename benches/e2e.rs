@@ -37,9 +37,9 @@
 //!    (tests/support/coturn.rs) in the same run: the sender gathers only its
 //!    relay candidate (hidden `--relay-only`), the receiver is direct, and
 //!    the sender's log must show the selected pair `via=relay` (or
-//!    `direct` for the direct run). A control row sends through a plain
-//!    user-space UDP forwarder (the impairment relay, no impairment) with
-//!    datagrams clamped to the relayed size; coturn's CPU time is read
+//!    `direct` for the direct run). Two control rows send through a plain
+//!    user-space UDP forwarder (the impairment relay, no impairment), with
+//!    datagrams clamped to the relayed size and without; coturn's CPU time is read
 //!    from /proc. Then once on 100 Mbit/s, 50 ms, 0 % loss: direct vs
 //!    relayed, the emulated link between coturn and the receiver.
 //!
@@ -1316,6 +1316,9 @@ struct TurnRuns {
     direct: Vec<Run>,
     relayed: Vec<Run>,
     forwarded: Vec<Run>,
+    /// The same forwarder without the clamp (loopback-sized datagrams):
+    /// the extra hop alone.
+    forwarded_full: Vec<Run>,
     /// Largest datagram of the sender's selected pair (its log).
     direct_datagram: usize,
     relayed_datagram: usize,
@@ -1462,6 +1465,17 @@ fn run_turn(ctx: &mut Ctx, o: &Opts, sizes: &Sizes) -> Result<TurnRuns> {
                 r.rate()
             ));
             t.forwarded.push(r);
+
+            let fwd = Relay::start(ImpairConfig::transparent(0x5EED_0250 + round as u64))?;
+            let r = gshare_transfer(ctx, &input.path, &input.sha, Some(&fwd), budget)?;
+            drop(fwd);
+            check_relay(&r, "gshare through the unclamped forwarder")?;
+            progress(&format!(
+                "  through a plain forwarder, datagrams ≤ {}: {:.1} MB/s",
+                r.relay.map_or(0, |s| s.a_to_b.max_datagram),
+                r.rate()
+            ));
+            t.forwarded_full.push(r);
         }
 
         // The same on a wide-area path: coturn on loopback next to the
@@ -1537,11 +1551,13 @@ fn report_turn(
             .map(|(r, c)| c / (r.bytes as f64 / GIB))
             .collect::<Vec<_>>(),
     );
-    let fwd_datagram = t
-        .forwarded
-        .last()
-        .and_then(|r| r.relay)
-        .map_or(0, |s| s.a_to_b.max_datagram);
+    let datagram_of = |v: &[Run]| {
+        v.last()
+            .and_then(|r| r.relay)
+            .map_or(0, |s| s.a_to_b.max_datagram)
+    };
+    let fwd_datagram = datagram_of(&t.forwarded);
+    let full_datagram = datagram_of(&t.forwarded_full);
     let _ = writeln!(
         report,
         "\n6. TURN relay on loopback (issue 15), one {} file, encrypted gshare → gshare (median of {} rounds;\n\
@@ -1584,6 +1600,12 @@ fn report_turn(
             fwd_datagram,
             f64::NAN,
         ),
+        (
+            "control: plain UDP forwarder, not clamped",
+            &t.forwarded_full,
+            full_datagram,
+            f64::NAN,
+        ),
     ] {
         let _ = writeln!(
             report,
@@ -1613,7 +1635,8 @@ fn report_turn(
         "   100 Mbit/s, 50 ms RTT, 0 % loss, one {} file (one round; the emulated link between coturn and the receiver):\n\
          \x20  {:<40} {:>8}{}\n\
          \x20  {:<40} {:>8}{} {:>8}×\n\
-         \x20  (control: the impairment relay with no impairment, gshare's datagrams clamped to the relayed size;\n\
+         \x20  (controls: the impairment relay with no impairment, gshare's datagrams clamped to the relayed size\n\
+         \x20   or not: the unclamped row is the extra hop alone, the clamped one adds coturn's datagram size;\n\
          \x20   coturn CPU = its user + system seconds over the relayed transfer, per GiB moved)",
         size_label(sizes.turn_wan),
         "direct",
@@ -1639,11 +1662,15 @@ fn report_turn(
         "direct_datagram": t.direct_datagram,
         "relayed_datagram": t.relayed_datagram,
         "forwarded_datagram": fwd_datagram,
+        "forwarded_unclamped": t.forwarded_full.iter().map(Run::json).collect::<Vec<_>>(),
+        "forwarded_unclamped_datagram": full_datagram,
         "coturn_cpu_seconds": t.coturn_cpu,
         "median": {
             "direct_mb_per_s": rates(&t.direct), "relayed_mb_per_s": rates(&t.relayed),
             "forwarded_mb_per_s": rates(&t.forwarded), "relayed_ratio": rel,
             "forwarded_ratio": ratio(&t.forwarded), "coturn_cpu_seconds_per_gib": coturn_gib,
+            "forwarded_unclamped_mb_per_s": rates(&t.forwarded_full),
+            "forwarded_unclamped_ratio": ratio(&t.forwarded_full),
         },
         "wan": {
             "file_bytes": sizes.turn_wan, "rate_bps": WAN_RATE, "rtt_ms": WAN_RTT.as_millis() as u64,
