@@ -2326,7 +2326,8 @@ fn report_wan(
     ));
     let _ = writeln!(
         report,
-        "   (* = cut at the time budget, rate from progress reports; MSS from the largest datagram relayed;\n\
+        "   (gshare ↔ gshare encrypted: TLS 1.3, the default between gshare peers;\n\
+         \x20   * = cut at the time budget, rate from progress reports; MSS from the largest datagram relayed;\n\
          \x20   link capacity {link:.1} MB/s of IP payload incl. 28-byte IP/UDP headers)"
     );
     js["wan"] = Value::Array(rows);
