@@ -9,10 +9,12 @@
 //!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
 //! (`cargo test --all-targets` runs this binary without `--bench`; it then
 //! only prints how to run it) or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
-//!   [--only loopback,wan,ttfb,memory,upload] [--json PATH] [--dir DIR]`.
+//!   [--only loopback,wan,ttfb,memory,upload,turn] [--json PATH] [--dir DIR]`.
 //!
 //! What is measured:
-//! 1. Loopback bulk: one file, gshare send → gshare receive through Prosody;
+//! 1. Loopback bulk: one file, gshare send → gshare receive through Prosody,
+//!    encrypted (TLS 1.3, the default between gshare peers) and, in the
+//!    same round, not encrypted (hidden `--no-encryption` on both sides);
 //!    kernel TCP (this binary re-executed as a 256 KiB read/write copier:
 //!    the ceiling for a user-space copy); libnice's PseudoTCP
 //!    (benches/support/nice_file.c, two libnice agents in Google mode,
@@ -30,12 +32,24 @@
 //!    upload` → Prosody `mod_http_file_share` over HTTPS → `gshare receive`;
 //!    PUT and GET rates from the two sides' `--json` events, and
 //!    go-sendxmpp's upload of the same file for comparison (when installed).
+//! 6. TURN (issue 15, `--only turn`): the same encrypted gshare → gshare
+//!    transfer direct and through a private coturn on loopback
+//!    (tests/support/coturn.rs) in the same run: the sender gathers only its
+//!    relay candidate (hidden `--relay-only`), the receiver is direct, and
+//!    the sender's log must show the selected pair `via=relay` (or
+//!    `direct` for the direct run). Two control rows send through a plain
+//!    user-space UDP forwarder (the impairment relay, no impairment), with
+//!    datagrams clamped to the relayed size and without; coturn's CPU time is read
+//!    from /proc. Then once on 100 Mbit/s, 50 ms, 0 % loss: direct vs
+//!    relayed, the emulated link between coturn and the receiver.
 //!
 //! Files live on tmpfs (/dev/shm) unless `--dir` says otherwise, so the
 //! figures are the network stack's, not the disk's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/support/coturn.rs"]
+mod coturn;
 #[path = "../tests/support/impair.rs"]
 mod impair;
 #[path = "support/proc.rs"]
@@ -47,7 +61,7 @@ mod sshd;
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -56,6 +70,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use coturn::{Auth, Coturn};
 use impair::{ImpairConfig, Relay, RelayStats};
 use proc::{Proc, Usage};
 use prosody::Prosody;
@@ -106,6 +121,10 @@ struct Sizes {
     /// The file sent by the upload method (Prosody's Lua HTTP server takes
     /// it at a few MB/s: docs in tests/support/prosody.rs).
     upload: u64,
+    /// The file of the TURN section on loopback (direct vs relayed), and
+    /// on the emulated 100 Mbit/s, 50 ms link.
+    turn: u64,
+    turn_wan: u64,
     /// Longest a WAN transfer may take before its rate is taken from the
     /// progress so far (reported as partial).
     wan_budget: Duration,
@@ -128,6 +147,8 @@ impl Sizes {
             ttfb_file: MIB,
             ttfb_trials: 10,
             upload: 64 * MIB,
+            turn: 512 * MIB,
+            turn_wan: 64 * MIB,
             wan_budget: Duration::from_secs(45),
         }
     }
@@ -145,6 +166,8 @@ impl Sizes {
             ttfb_file: 256 * 1024,
             ttfb_trials: 3,
             upload: 4 * MIB,
+            turn: 8 * MIB,
+            turn_wan: MIB,
             wan_budget: Duration::from_secs(20),
         }
     }
@@ -179,7 +202,7 @@ fn parse_args() -> Result<Opts> {
             "--bench" => {}
             other => bail!(
                 "unknown argument {other}; usage: e2e [--smoke] [--strict] [--rounds N] \
-                 [--only loopback,wan,ttfb,memory,upload] [--json PATH] [--dir DIR] [--perf DIR]"
+                 [--only loopback,wan,ttfb,memory,upload,turn] [--json PATH] [--dir DIR] [--perf DIR]"
             ),
         }
     }
@@ -375,8 +398,24 @@ struct Ctx {
     serial: u32,
     perf: Option<PathBuf>,
     /// The next gshare sender offers no certificate (hidden
-    /// `--no-encryption`): the plaintext row of the same run.
+    /// `--no-encryption`, on both sides): the plaintext row of the same run.
     plaintext: bool,
+    /// The next gshare sender gathers only a relay candidate on this TURN
+    /// server (hidden `--relay-only`), so every datagram crosses coturn.
+    relay_only: Option<TurnLogin>,
+    /// The last sender's stderr (with `RUST_LOG` set by the TURN section:
+    /// the selected ICE pair).
+    last_send_log: PathBuf,
+    /// Log the sender's ICE decisions (`RUST_LOG=warn,gshare::ice=debug`).
+    ice_log: bool,
+}
+
+/// `--turn` arguments of a relay-only sender.
+#[derive(Clone)]
+struct TurnLogin {
+    server: SocketAddr,
+    user: String,
+    password_file: PathBuf,
 }
 
 impl Ctx {
@@ -438,6 +477,9 @@ impl Ctx {
         if once {
             c.arg("--once");
         }
+        if self.plaintext {
+            c.arg("--no-encryption");
+        }
         if let Some(a) = advertise {
             c.arg("--advertise").arg(a.to_string());
         }
@@ -449,15 +491,27 @@ impl Ctx {
 
     fn sender(&mut self, file: &Path, advertise: Option<std::net::SocketAddr>) -> Result<Proc> {
         let mut c = self.gshare(ROMEO);
+        if self.ice_log {
+            c.env("RUST_LOG", "warn,gshare::ice=debug");
+        }
         c.args(["send", "--json", "--bind", "127.0.0.1"]);
         if self.plaintext {
             c.arg("--no-encryption");
+        }
+        if let Some(t) = &self.relay_only {
+            c.arg("--relay-only")
+                .arg("--turn")
+                .arg(t.server.to_string())
+                .args(["--turn-user", &t.user])
+                .arg("--turn-password-file")
+                .arg(&t.password_file);
         }
         if let Some(a) = advertise {
             c.arg("--advertise").arg(a.to_string());
         }
         c.arg(file).arg(Prosody::jid(JULIET.0));
         let log = self.log("gshare-send");
+        self.last_send_log = log.clone();
         Proc::spawn("gshare send", c, &log)
     }
 }
@@ -1251,6 +1305,383 @@ fn run_ttfb(ctx: &mut Ctx, sizes: &Sizes, input: &Input) -> Result<Ttfb> {
 }
 
 // ------------------------------------------------------------------------
+// 6. TURN relay (issue 15)
+
+/// The same transfer direct and through a private coturn, in one run.
+#[derive(Default)]
+struct TurnRuns {
+    /// Per round: direct, through coturn, through a plain user-space
+    /// forwarder with datagrams clamped to the relayed size (a control:
+    /// same datagram size and one extra user-space hop, no TURN).
+    direct: Vec<Run>,
+    relayed: Vec<Run>,
+    forwarded: Vec<Run>,
+    /// The same forwarder without the clamp (loopback-sized datagrams):
+    /// the extra hop alone.
+    forwarded_full: Vec<Run>,
+    /// Largest datagram of the sender's selected pair (its log).
+    direct_datagram: usize,
+    relayed_datagram: usize,
+    /// coturn's CPU seconds (user + system) over each relayed run.
+    coturn_cpu: Vec<f64>,
+    /// 100 Mbit/s, 50 ms, 0 % loss: direct, and relayed (coturn on
+    /// loopback, the emulated link between coturn and the receiver).
+    wan_direct: Option<Run>,
+    wan_relayed: Option<Run>,
+}
+
+/// `via` and `max_datagram` of every "ICE selected pair" line in a log.
+fn selected_pairs(log: &Path) -> Result<Vec<(String, usize)>> {
+    let text = std::fs::read_to_string(log).with_context(|| format!("read {}", log.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| l.contains("ICE selected pair")) {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|t| t.strip_prefix(name))
+                .map(|v| v.trim_matches('"').to_owned())
+        };
+        let via = field("via=").unwrap_or_default();
+        let max = field("max_datagram=")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        out.push((via, max));
+    }
+    Ok(out)
+}
+
+/// Every pair the last sender selected went `via` this way; the last
+/// one's largest datagram.
+fn check_path(ctx: &Ctx, via: &str) -> Result<usize> {
+    let pairs = selected_pairs(&ctx.last_send_log)?;
+    if pairs.is_empty() {
+        bail!(
+            "no `ICE selected pair` line in {}",
+            ctx.last_send_log.display()
+        );
+    }
+    if let Some((other, _)) = pairs.iter().find(|(v, _)| v != via) {
+        bail!(
+            "the sender's path was {other:?}, not {via:?} ({})",
+            ctx.last_send_log.display()
+        );
+    }
+    Ok(pairs.last().map_or(0, |p| p.1))
+}
+
+/// CPU seconds (user + system, all threads) of process `pid`; NaN if
+/// unknown.
+fn proc_cpu_seconds(pid: Option<i32>) -> f64 {
+    let Some(pid) = pid else {
+        return f64::NAN;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) if hz > 0.0 => (u + s) / hz,
+        _ => f64::NAN,
+    }
+}
+
+fn coturn_pid(server: &Coturn) -> Option<i32> {
+    std::fs::read_to_string(server.dir().join("turn.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Bytes TURN adds around a relayed datagram at most (gshare's
+/// `RELAY_OVERHEAD`) and coturn's relayed-datagram cap (`RELAY_MAX_DATAGRAM`):
+/// the datagram size of a relayed pair on loopback, for the control row
+/// when the log did not say.
+const RELAYED_DATAGRAM: usize = 8192 - 48;
+
+fn run_turn(ctx: &mut Ctx, o: &Opts, sizes: &Sizes) -> Result<TurnRuns> {
+    const USER: &str = "romeo";
+    const PASSWORD: &str = "t0rn-bench";
+    let server = Coturn::start(Auth::Users(&[(USER, PASSWORD)]), &[]);
+    let password_file = ctx.work.join("turn-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
+    let login = TurnLogin {
+        server: server.addr,
+        user: USER.into(),
+        password_file,
+    };
+    let pid = coturn_pid(&server);
+    let input = make_input(&ctx.work, "turn.bin", sizes.turn, 6)?;
+    let budget = Duration::from_secs(120 + sizes.turn / (5 * MIB));
+    let mut t = TurnRuns::default();
+    ctx.ice_log = true;
+    let result = (|| -> Result<()> {
+        for round in 1..=o.rounds {
+            progress(&format!(
+                "TURN round {round}/{}: gshare {} direct, through coturn, through a forwarder",
+                o.rounds,
+                size_label(input.size)
+            ));
+            let r = gshare_transfer(ctx, &input.path, &input.sha, None, budget)?;
+            t.direct_datagram = check_path(ctx, "direct")?;
+            progress(&format!("  direct {:.1} MB/s", r.rate()));
+            t.direct.push(r);
+
+            ctx.relay_only = Some(login.clone());
+            let cpu0 = proc_cpu_seconds(pid);
+            let r = gshare_transfer(ctx, &input.path, &input.sha, None, budget);
+            let cpu1 = proc_cpu_seconds(pid);
+            ctx.relay_only = None;
+            let r = r?;
+            t.relayed_datagram = check_path(ctx, "relay")?;
+            t.coturn_cpu.push(cpu1 - cpu0);
+            progress(&format!(
+                "  through coturn {:.1} MB/s (datagrams ≤ {} bytes, coturn {:.2} s CPU)",
+                r.rate(),
+                t.relayed_datagram,
+                cpu1 - cpu0
+            ));
+            t.relayed.push(r);
+
+            let clamp = if t.relayed_datagram > 0 {
+                t.relayed_datagram
+            } else {
+                RELAYED_DATAGRAM
+            };
+            let mut cfg = ImpairConfig::transparent(0x5EED_0200 + round as u64);
+            cfg.clamp_datagram = Some(u16::try_from(clamp)?);
+            let fwd = Relay::start(cfg)?;
+            let r = gshare_transfer(ctx, &input.path, &input.sha, Some(&fwd), budget)?;
+            drop(fwd);
+            check_relay(&r, "gshare through the forwarder")?;
+            progress(&format!(
+                "  through a plain forwarder, datagrams ≤ {}: {:.1} MB/s",
+                r.relay.map_or(0, |s| s.a_to_b.max_datagram),
+                r.rate()
+            ));
+            t.forwarded.push(r);
+
+            let fwd = Relay::start(ImpairConfig::transparent(0x5EED_0250 + round as u64))?;
+            let r = gshare_transfer(ctx, &input.path, &input.sha, Some(&fwd), budget)?;
+            drop(fwd);
+            check_relay(&r, "gshare through the unclamped forwarder")?;
+            progress(&format!(
+                "  through a plain forwarder, datagrams ≤ {}: {:.1} MB/s",
+                r.relay.map_or(0, |s| s.a_to_b.max_datagram),
+                r.rate()
+            ));
+            t.forwarded_full.push(r);
+        }
+
+        // The same on a wide-area path: coturn on loopback next to the
+        // sender, the emulated link between coturn's relayed address and the
+        // receiver (both announce the impairment relay's ports).
+        let wan = make_input(&ctx.work, "turn-wan.bin", sizes.turn_wan, 7)?;
+        progress(&format!(
+            "TURN on 100 Mbit/s 50 ms 0 % loss: gshare {} direct, through coturn",
+            size_label(wan.size)
+        ));
+        let link = Relay::start(gshare_wan(0.0, 0.0, 0x5EED_0300))?;
+        let r = gshare_transfer(ctx, &wan.path, &wan.sha, Some(&link), sizes.wan_budget)?;
+        drop(link);
+        check_relay(&r, "gshare WAN direct")?;
+        check_path(ctx, "direct")?;
+        progress(&format!("  direct {:.2} MB/s", r.rate()));
+        t.wan_direct = Some(r);
+        let link = Relay::start(gshare_wan(0.0, 0.0, 0x5EED_0301))?;
+        ctx.relay_only = Some(login.clone());
+        let r = gshare_transfer(ctx, &wan.path, &wan.sha, Some(&link), sizes.wan_budget);
+        ctx.relay_only = None;
+        drop(link);
+        let r = r?;
+        check_relay(&r, "gshare WAN through coturn")?;
+        check_path(ctx, "relay")?;
+        progress(&format!("  through coturn {:.2} MB/s", r.rate()));
+        t.wan_relayed = Some(r);
+        let _ = std::fs::remove_file(&wan.path);
+        Ok(())
+    })();
+    ctx.ice_log = false;
+    ctx.relay_only = None;
+    let _ = std::fs::remove_file(&input.path);
+    result.map_err(|e| anyhow!("{e:#}; coturn log: {}", server.log_tail()))?;
+    Ok(t)
+}
+
+fn report_turn(
+    o: &Opts,
+    sizes: &Sizes,
+    t: &TurnRuns,
+    report: &mut String,
+    targets: &mut Vec<Target>,
+    js: &mut Value,
+) {
+    let rates = |v: &[Run]| median(&v.iter().map(Run::rate).collect::<Vec<_>>());
+    let ratio = |v: &[Run]| {
+        median(
+            &t.direct
+                .iter()
+                .zip(v)
+                .map(|(d, r)| r.rate() / d.rate())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let cpu = |v: &[Run], i: usize| {
+        median(
+            &v.iter()
+                .map(|r| {
+                    if i == 0 {
+                        cpu_per_gib(&r.send, r.bytes)
+                    } else {
+                        cpu_per_gib(&r.recv, r.bytes)
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let coturn_gib = median(
+        &t.relayed
+            .iter()
+            .zip(&t.coturn_cpu)
+            .map(|(r, c)| c / (r.bytes as f64 / GIB))
+            .collect::<Vec<_>>(),
+    );
+    let datagram_of = |v: &[Run]| {
+        v.last()
+            .and_then(|r| r.relay)
+            .map_or(0, |s| s.a_to_b.max_datagram)
+    };
+    let fwd_datagram = datagram_of(&t.forwarded);
+    let full_datagram = datagram_of(&t.forwarded_full);
+    let _ = writeln!(
+        report,
+        "\n6. TURN relay on loopback (issue 15), one {} file, encrypted gshare → gshare (median of {} rounds;\n\
+         \x20  ratio = median of per-round ÷ direct). Relayed: the sender is relay-only (hidden --relay-only:\n\
+         \x20  its one candidate is its allocation on a private coturn), the receiver direct.\n\
+         \x20  {:<40} {:>9} {:>9} {:>9} {:>17} {:>11}\n\
+         \x20  {:<40} {:>9} {:>9} {:>9} {:>8} {:>8} {:>11}",
+        size_label(sizes.turn),
+        o.rounds,
+        "path",
+        "MB/s",
+        "÷ direct",
+        "datagram",
+        "CPU s/GiB",
+        "coturn CPU",
+        "",
+        "",
+        "",
+        "bytes",
+        "send",
+        "recv",
+        "s/GiB",
+    );
+    for (name, runs, dgram, coturn) in [
+        (
+            "direct (host ↔ host)",
+            &t.direct,
+            t.direct_datagram,
+            f64::NAN,
+        ),
+        (
+            "through coturn (TURN relay)",
+            &t.relayed,
+            t.relayed_datagram,
+            coturn_gib,
+        ),
+        (
+            "control: plain UDP forwarder, clamped",
+            &t.forwarded,
+            fwd_datagram,
+            f64::NAN,
+        ),
+        (
+            "control: plain UDP forwarder, not clamped",
+            &t.forwarded_full,
+            full_datagram,
+            f64::NAN,
+        ),
+    ] {
+        let _ = writeln!(
+            report,
+            "   {name:<40} {:>9} {:>8}× {:>9} {:>8} {:>8} {:>11}",
+            f1(rates(runs)),
+            f2(ratio(runs)),
+            dgram,
+            f2(cpu(runs, 0)),
+            f2(cpu(runs, 1)),
+            f2(coturn),
+        );
+    }
+    let rel = ratio(&t.relayed);
+    let (wd, wr) = (
+        t.wan_direct.as_ref().map_or(f64::NAN, Run::rate),
+        t.wan_relayed.as_ref().map_or(f64::NAN, Run::rate),
+    );
+    let partial = |r: &Option<Run>| {
+        if r.as_ref().is_some_and(|r| r.partial) {
+            "*"
+        } else {
+            ""
+        }
+    };
+    let _ = writeln!(
+        report,
+        "   100 Mbit/s, 50 ms RTT, 0 % loss, one {} file (one round; the emulated link between coturn and the receiver):\n\
+         \x20  {:<40} {:>8}{}\n\
+         \x20  {:<40} {:>8}{} {:>8}×\n\
+         \x20  (controls: the impairment relay with no impairment, gshare's datagrams clamped to the relayed size\n\
+         \x20   or not: the unclamped row is the extra hop alone, the clamped one adds coturn's datagram size;\n\
+         \x20   coturn CPU = its user + system seconds over the relayed transfer, per GiB moved)",
+        size_label(sizes.turn_wan),
+        "direct",
+        f2(wd),
+        partial(&t.wan_direct),
+        "through coturn",
+        f2(wr),
+        partial(&t.wan_relayed),
+        f2(wr / wd),
+    );
+    targets.push(target(
+        "TURN loopback: relayed ≥ 50 % of direct (issue 15)",
+        rel * 100.0,
+        50.0,
+        true,
+        format!("{:.1} %", rel * 100.0),
+    ));
+    js["turn"] = json!({
+        "file_bytes": sizes.turn,
+        "direct": t.direct.iter().map(Run::json).collect::<Vec<_>>(),
+        "relayed": t.relayed.iter().map(Run::json).collect::<Vec<_>>(),
+        "forwarded": t.forwarded.iter().map(Run::json).collect::<Vec<_>>(),
+        "direct_datagram": t.direct_datagram,
+        "relayed_datagram": t.relayed_datagram,
+        "forwarded_datagram": fwd_datagram,
+        "forwarded_unclamped": t.forwarded_full.iter().map(Run::json).collect::<Vec<_>>(),
+        "forwarded_unclamped_datagram": full_datagram,
+        "coturn_cpu_seconds": t.coturn_cpu,
+        "median": {
+            "direct_mb_per_s": rates(&t.direct), "relayed_mb_per_s": rates(&t.relayed),
+            "forwarded_mb_per_s": rates(&t.forwarded), "relayed_ratio": rel,
+            "forwarded_ratio": ratio(&t.forwarded), "coturn_cpu_seconds_per_gib": coturn_gib,
+            "forwarded_unclamped_mb_per_s": rates(&t.forwarded_full),
+            "forwarded_unclamped_ratio": ratio(&t.forwarded_full),
+        },
+        "wan": {
+            "file_bytes": sizes.turn_wan, "rate_bps": WAN_RATE, "rtt_ms": WAN_RTT.as_millis() as u64,
+            "direct": t.wan_direct.as_ref().map(Run::json),
+            "relayed": t.wan_relayed.as_ref().map(Run::json),
+            "relayed_ratio": wr / wd,
+        },
+    });
+}
+
+// ------------------------------------------------------------------------
 // report
 
 struct Target {
@@ -1368,11 +1799,14 @@ fn run() -> Result<i32> {
         serial: 0,
         perf: o.perf.clone(),
         plaintext: false,
+        relay_only: None,
+        last_send_log: PathBuf::new(),
+        ice_log: false,
     };
 
-    // Sections 1..=5 in print order, whatever order they run in.
-    let mut sections: [String; 6] = Default::default();
-    let mut targets: [Vec<Target>; 6] = Default::default();
+    // Sections 1..=6 in print order, whatever order they run in.
+    let mut sections: [String; 7] = Default::default();
+    let mut targets: [Vec<Target>; 7] = Default::default();
     let mut js = json!({
         "mode": if o.smoke { "smoke" } else { "full" },
         "rounds": o.rounds,
@@ -1412,8 +1846,8 @@ fn run() -> Result<i32> {
         };
         let _ = std::fs::remove_file(&bulk.path);
         let _ = std::fs::remove_file(&small.path);
-        let [_, s1, _, _, s4, _] = &mut sections;
-        let [_, t1, _, _, t4, _] = &mut targets;
+        let [_, s1, _, _, s4, _, _] = &mut sections;
+        let [_, t1, _, _, t4, _, _] = &mut targets;
         report_loopback(&o, &sizes, &lb, (s1, s4), (t1, t4), &mut js);
     }
 
@@ -1498,6 +1932,12 @@ fn run() -> Result<i32> {
         });
     }
 
+    // 6: the TURN relay.
+    if o.wants("turn") {
+        let t = run_turn(&mut ctx, &o, &sizes)?;
+        report_turn(&o, &sizes, &t, &mut sections[6], &mut targets[6], &mut js);
+    }
+
     // Targets.
     let targets: Vec<Target> = targets.into_iter().flatten().collect();
     let mut report = sections.concat();
@@ -1579,8 +2019,8 @@ fn report_loopback(
         let _ = writeln!(
             report,
             "\n1. Loopback bulk transfer, one {} file (median of {} rounds; ratio = gshare ÷ peer, median of per-round ratios)\n\
-             \x20  {:<22} {:>9} {:>11} {:>8} {:>17} {:>17}\n\
-             \x20  {:<22} {:>9} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8}",
+             \x20  {:<44} {:>9} {:>11} {:>8} {:>17} {:>17}\n\
+             \x20  {:<44} {:>9} {:>11} {:>8} {:>8} {:>8} {:>8} {:>8}",
             size_label(sizes.bulk),
             o.rounds,
             "peer",
@@ -1600,14 +2040,14 @@ fn report_loopback(
         );
         let mut rows = Vec::new();
         for (name, runs) in [
-            ("gshare", g),
-            ("gshare, plaintext", &lb.plain),
+            ("gshare (encrypted: TLS 1.3)", g),
+            ("gshare, not encrypted (--no-encryption ×2)", &lb.plain),
             ("kernel TCP (ceiling)", &lb.tcp),
             ("libnice PseudoTCP", &lb.nice),
             ("scp (OpenSSH)", &lb.scp),
         ] {
             let rate = median(&runs.iter().map(Run::rate).collect::<Vec<_>>());
-            let ratio = if name == "gshare" {
+            let ratio = if std::ptr::eq(runs, g) {
                 1.0
             } else {
                 ratio_med(runs)
@@ -1629,7 +2069,7 @@ fn report_loopback(
             let rr = max_of(&runs.iter().map(|r| rss_mib(&r.recv)).collect::<Vec<_>>());
             let _ = writeln!(
                 report,
-                "   {name:<22} {:>9} {:>10}× {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "   {name:<44} {:>9} {:>10}× {:>8} {:>8} {:>8} {:>8} {:>8}",
                 f1(rate),
                 f2(ratio),
                 f2(wall),
@@ -1649,6 +2089,7 @@ fn report_loopback(
             report,
             "   (libnice: two nice_file agents, file to file, no XMPP; scp: default cipher, private sshd;\n\
              \x20   kernel TCP: 256 KiB read/write copier; wall = the sending command; RSS = max over rounds;\n\
+             \x20   not encrypted: hidden --no-encryption on send and receive, same rounds;\n\
              \x20   gshare accepted → done {} s median)",
             f2(median(
                 &g.iter()
@@ -1885,7 +2326,8 @@ fn report_wan(
     ));
     let _ = writeln!(
         report,
-        "   (* = cut at the time budget, rate from progress reports; MSS from the largest datagram relayed;\n\
+        "   (gshare ↔ gshare encrypted: TLS 1.3, the default between gshare peers;\n\
+         \x20   * = cut at the time budget, rate from progress reports; MSS from the largest datagram relayed;\n\
          \x20   link capacity {link:.1} MB/s of IP payload incl. 28-byte IP/UDP headers)"
     );
     js["wan"] = Value::Array(rows);

@@ -103,6 +103,12 @@ pub struct GlobalArgs {
     /// after the replace); for tests of each path.
     #[arg(long, global = true, hide = true, value_enum, value_name = "KIND", default_value_t = JingleTransportArg::Any)]
     pub jingle_transport: JingleTransportArg,
+    /// Use only relay candidates (the --turn server's and the XMPP
+    /// server's): no host or server-reflexive candidate is announced, so
+    /// every datagram goes through a TURN relay (benchmarks and tests of
+    /// the relayed path on one host).
+    #[arg(long, global = true, hide = true)]
+    pub relay_only: bool,
     /// Session timeout in seconds: no answer, no accept or no working path
     /// within it ends the session.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 50)]
@@ -289,6 +295,7 @@ impl GlobalArgs {
             require_encryption: self.require_encryption,
             no_encryption: self.no_encryption,
             jingle_transports: self.jingle_transport.into(),
+            relay_only: self.relay_only,
         }
     }
 }

@@ -173,6 +173,68 @@ async fn unusable_turn_server_does_not_stop_gathering() {
     assert!(a.relayed_addresses().is_empty());
 }
 
+/// Relay-only gathering (hidden `--relay-only`): even with a STUN server
+/// and both peers exchanging everything they gathered, A's only candidate
+/// is its relayed address, so the pair that connects goes through coturn.
+#[tokio::test]
+async fn relay_only_gathering_announces_only_the_relay() {
+    let server = Coturn::start(Auth::Users(&[("alice", "s3cret")]), &[]);
+    let mut cfg = loopback("private-1");
+    // coturn answers binding requests too: a plain gather would add a
+    // server-reflexive candidate from it.
+    cfg.stun = vec![server.addr];
+    let mut a = IceChannel::gather_relay_only(cfg, turn(&server))
+        .await
+        .unwrap();
+    let mut b = IceChannel::gather(loopback("private-1")).await.unwrap();
+    let ca = a.local_candidates();
+    assert_eq!(ca.len(), 1, "{ca:?}");
+    assert_eq!(ca[0].kind, CandidateType::Relay);
+    assert_eq!(a.relayed_addresses(), vec![ca[0].address]);
+    for c in ca {
+        b.add_remote_candidate(c);
+    }
+    for c in b.local_candidates() {
+        a.add_remote_candidate(c);
+    }
+    let task = tokio::spawn(async move {
+        b.connected(Duration::from_secs(10)).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = b.recv(&mut buf).await.unwrap();
+        b.send(&buf[..n]).await.unwrap();
+        b.selected().unwrap()
+    });
+    a.connected(Duration::from_secs(10)).await.unwrap();
+    assert!(a.is_relayed());
+    a.send(b"\0\0ping").await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), a.recv(&mut buf))
+        .await
+        .expect("echo through the relay")
+        .unwrap();
+    assert_eq!(&buf[..n], b"\0\0ping");
+    let b_selected = task.await.unwrap();
+    assert_eq!(b_selected.1, a.relayed_addresses()[0]);
+    // Still only the relay candidate after connecting (no
+    // server-reflexive one from the allocation's mapped address).
+    assert_eq!(a.local_candidates().len(), 1);
+}
+
+#[tokio::test]
+async fn relay_only_without_an_allocation_is_an_error() {
+    let server = Coturn::start(Auth::Users(&[("alice", "s3cret")]), &[]);
+    let mut bad = turn(&server);
+    bad[0].password = "wrong".into();
+    let err = IceChannel::gather_relay_only(loopback("private-1"), bad)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("relay-only"), "{err}");
+    let err = IceChannel::gather_relay_only(loopback("private-1"), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("relay-only"), "{err}");
+}
+
 struct IceIo(IceChannel);
 
 impl gshare::pseudotcp::DatagramIo for IceIo {

@@ -147,6 +147,8 @@ pub struct IceChannel {
     /// [`RELAY_MAX_DATAGRAM`] too); bounded like the agent's remote
     /// candidates, 64.
     remote_relays: Vec<SocketAddr>,
+    /// Only relay candidates are ours (see [`IceChannel::gather_relay_only`]).
+    relay_only: bool,
 }
 
 impl std::fmt::Debug for IceChannel {
@@ -183,6 +185,35 @@ impl IceChannel {
         config: GatherConfig,
         turn: Vec<TurnServer>,
     ) -> io::Result<IceChannel> {
+        Self::gather_inner(config, turn, false).await
+    }
+
+    /// Like [`gather_with_relays`](Self::gather_with_relays), but our only
+    /// candidates are the relayed ones: the sockets are opened to reach the
+    /// TURN servers, yet no host or server-reflexive candidate is made and
+    /// no STUN server is asked, so every datagram goes through a relay
+    /// (benchmarks and tests measure the relayed path on one host, where a
+    /// direct pair would otherwise win). An error when no allocation
+    /// succeeds within [`RELAY_GATHER_TIMEOUT`].
+    pub async fn gather_relay_only(
+        config: GatherConfig,
+        turn: Vec<TurnServer>,
+    ) -> io::Result<IceChannel> {
+        let chan = Self::gather_inner(config, turn, true).await?;
+        if chan.agent.local_candidates().next().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "relay-only: no TURN allocation succeeded",
+            ));
+        }
+        Ok(chan)
+    }
+
+    async fn gather_inner(
+        config: GatherConfig,
+        turn: Vec<TurnServer>,
+        relay_only: bool,
+    ) -> io::Result<IceChannel> {
         let addrs = match config.bind {
             Some(ip) if !ip.is_unspecified() => vec![bind_address(ip)?],
             _ => {
@@ -208,9 +239,11 @@ impl IceChannel {
                 Err(e) => return Err(e),
             };
             let local = socket.local_addr()?;
-            let cand = agent.make_local_candidate(local, CandidateType::Local);
-            debug!(%local, username = %cand.username, "host candidate");
-            agent.add_local_candidate(sockets.len(), cand);
+            if !relay_only {
+                let cand = agent.make_local_candidate(local, CandidateType::Local);
+                debug!(%local, username = %cand.username, "host candidate");
+                agent.add_local_candidate(sockets.len(), cand);
+            }
             sockets.push(socket);
         }
         if sockets.is_empty() {
@@ -220,7 +253,12 @@ impl IceChannel {
             ));
         }
         let start = now();
-        for server in &config.stun {
+        let stun = if relay_only {
+            &[][..]
+        } else {
+            &config.stun[..]
+        };
+        for server in stun {
             for (i, s) in sockets.iter().enumerate() {
                 if s.local_addr()?.is_ipv4() == server.is_ipv4() {
                     agent.add_stun_server(start, i, *server);
@@ -256,6 +294,7 @@ impl IceChannel {
             changed: false,
             relays: Vec::new(),
             remote_relays: Vec::new(),
+            relay_only,
         };
         if relays.len() < turn.len().min(MAX_RELAYS) {
             warn!("a TURN server has no local address of its family; skipped");
@@ -301,7 +340,7 @@ impl IceChannel {
                 }
             }
         }
-        if !config.stun.is_empty() {
+        if !stun.is_empty() {
             let mut scratch = vec![0u8; 2048];
             poll_fn(|cx| {
                 loop {
@@ -587,6 +626,7 @@ impl IceChannel {
                             // The mapped address is a server-reflexive
                             // candidate unless it is a host address.
                             if let Some(m) = mapped
+                                && !self.relay_only
                                 && !self.agent.local_candidates().any(|c| c.address == m)
                             {
                                 let cand = self.agent.make_local_candidate(m, CandidateType::Stun);

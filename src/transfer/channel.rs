@@ -40,6 +40,8 @@ pub struct ChannelSpec {
     pub connect_timeout: Duration,
     /// `--advertise`: the one address announced instead of ours.
     pub advertise: Option<SocketAddr>,
+    /// `--relay-only`: only relay candidates (needs a TURN server).
+    pub relay_only: bool,
 }
 
 impl ChannelSpec {
@@ -86,6 +88,12 @@ impl ChannelSpec {
                 turn.push(t);
             }
         }
+        if common.relay_only && turn.is_empty() {
+            return Err(Failure::new(
+                Exit::Usage,
+                "--relay-only needs a TURN server (--turn, or the XMPP server's)",
+            ));
+        }
         Ok(Self {
             name: String::new(),
             bind: settings.bind,
@@ -93,6 +101,7 @@ impl ChannelSpec {
             turn,
             connect_timeout: common.timeout,
             advertise: common.advertise,
+            relay_only: common.relay_only,
         })
     }
 
@@ -511,9 +520,15 @@ where
                 bind: spec.bind,
                 stun: spec.stun.clone(),
             };
-            let mut ice = IceChannel::gather_with_relays(config, spec.turn.clone())
-                .await
-                .map_err(|e| format!("cannot open UDP sockets: {e}"))?;
+            let mut ice = if spec.relay_only {
+                IceChannel::gather_relay_only(config, spec.turn.clone())
+                    .await
+                    .map_err(|e| format!("cannot gather relay candidates: {e}"))?
+            } else {
+                IceChannel::gather_with_relays(config, spec.turn.clone())
+                    .await
+                    .map_err(|e| format!("cannot open UDP sockets: {e}"))?
+            };
             let mut candidates = ice.local_candidates();
             if let Some(addr) = spec.advertise {
                 candidates.truncate(1);

@@ -102,6 +102,9 @@ pub struct CommonOptions {
     pub no_encryption: bool,
     /// Hidden `--jingle-transport`: which Jingle transports to use.
     pub jingle_transports: JingleTransports,
+    /// Hidden `--relay-only`: announce only TURN relay candidates
+    /// (benchmarks and tests of the relayed path).
+    pub relay_only: bool,
 }
 
 /// Which Jingle transports to offer and try (tests of each path).
