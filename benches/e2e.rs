@@ -9,7 +9,7 @@
 //!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
 //! (`cargo test --all-targets` runs this binary without `--bench`; it then
 //! only prints how to run it) or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
-//!   [--only loopback,wan,ttfb,memory,upload,turn] [--json PATH] [--dir DIR]`.
+//!   [--only loopback,wan,ttfb,memory,upload,turn,jingle] [--json PATH] [--dir DIR]`.
 //!
 //! What is measured:
 //! 1. Loopback bulk: one file, gshare send → gshare receive through Prosody,
@@ -42,6 +42,16 @@
 //!    datagrams clamped to the relayed size and without; coturn's CPU time is read
 //!    from /proc. Then once on 100 Mbit/s, 50 ms, 0 % loss: direct vs
 //!    relayed, the emulated link between coturn and the receiver.
+//! 7. Jingle file transfer (issue 18, `--only jingle`): through one Prosody
+//!    with `mod_proxy65`, in the same rounds and with the same file, Google
+//!    share (encrypted, the default, and with `--no-encryption` on both
+//!    sides), Jingle over direct SOCKS5 (`--method jingle`) and through the
+//!    server's SOCKS5 proxy (hidden `--jingle-transport proxy`); a smaller
+//!    file by Jingle over IBB (`--jingle-transport ibb`, reported only).
+//!    Every run is checked: the receiver's offer method and encrypted flag,
+//!    the sender's `item` transport (`socks5`, `socks5-proxy`, `ibb`), the
+//!    received file's SHA-256. Target: Jingle direct ÷ encrypted Google
+//!    share ≥ 0.50, from the medians.
 //!
 //! Files live on tmpfs (/dev/shm) unless `--dir` says otherwise, so the
 //! figures are the network stack's, not the disk's.
@@ -125,6 +135,11 @@ struct Sizes {
     /// on the emulated 100 Mbit/s, 50 ms link.
     turn: u64,
     turn_wan: u64,
+    /// The file of the Jingle section (Google share encrypted and not,
+    /// Jingle over direct SOCKS5 and through the server's proxy), and the
+    /// smaller one sent over IBB.
+    jingle: u64,
+    jingle_ibb: u64,
     /// Longest a WAN transfer may take before its rate is taken from the
     /// progress so far (reported as partial).
     wan_budget: Duration,
@@ -149,6 +164,8 @@ impl Sizes {
             upload: 64 * MIB,
             turn: 512 * MIB,
             turn_wan: 64 * MIB,
+            jingle: 512 * MIB,
+            jingle_ibb: 8 * MIB,
             wan_budget: Duration::from_secs(45),
         }
     }
@@ -168,6 +185,8 @@ impl Sizes {
             upload: 4 * MIB,
             turn: 8 * MIB,
             turn_wan: MIB,
+            jingle: 8 * MIB,
+            jingle_ibb: 256 * 1024,
             wan_budget: Duration::from_secs(20),
         }
     }
@@ -202,7 +221,7 @@ fn parse_args() -> Result<Opts> {
             "--bench" => {}
             other => bail!(
                 "unknown argument {other}; usage: e2e [--smoke] [--strict] [--rounds N] \
-                 [--only loopback,wan,ttfb,memory,upload,turn] [--json PATH] [--dir DIR] [--perf DIR]"
+                 [--only loopback,wan,ttfb,memory,upload,turn,jingle] [--json PATH] [--dir DIR] [--perf DIR]"
             ),
         }
     }
@@ -408,6 +427,10 @@ struct Ctx {
     last_send_log: PathBuf,
     /// Log the sender's ICE decisions (`RUST_LOG=warn,gshare::ice=debug`).
     ice_log: bool,
+    /// The next transfer goes by Jingle (XEP-0234): the sender's `--method
+    /// jingle`, and on both sides the hidden `--jingle-transport` with this
+    /// value (`any`, `proxy` or `ibb`).
+    jingle: Option<&'static str>,
 }
 
 /// `--turn` arguments of a relay-only sender.
@@ -480,6 +503,9 @@ impl Ctx {
         if self.plaintext {
             c.arg("--no-encryption");
         }
+        if let Some(kind) = self.jingle {
+            c.args(["--jingle-transport", kind]);
+        }
         if let Some(a) = advertise {
             c.arg("--advertise").arg(a.to_string());
         }
@@ -497,6 +523,9 @@ impl Ctx {
         c.args(["send", "--json", "--bind", "127.0.0.1"]);
         if self.plaintext {
             c.arg("--no-encryption");
+        }
+        if let Some(kind) = self.jingle {
+            c.args(["--method", "jingle", "--jingle-transport", kind]);
         }
         if let Some(t) = &self.relay_only {
             c.arg("--relay-only")
@@ -547,6 +576,12 @@ struct Run {
     /// gshare: accepted → done as reported by the receiver.
     accepted_to_done: Option<f64>,
     relay: Option<RelayStats>,
+    /// gshare: the receiver's `offer` event's `method` and `accepted`
+    /// event's `encrypted`; the sender's `item` event's `transport`
+    /// (Jingle: `socks5`, `socks5-proxy` or `ibb`).
+    method: Option<String>,
+    encrypted: Option<bool>,
+    transport: Option<String>,
 }
 
 impl Run {
@@ -566,6 +601,9 @@ impl Run {
             "send": usage_json(&self.send, self.bytes),
             "recv": usage_json(&self.recv, self.bytes),
             "relay": self.relay.map(relay_json),
+            "method": self.method,
+            "encrypted": self.encrypted,
+            "transport": self.transport,
         })
     }
 }
@@ -627,6 +665,8 @@ fn gshare_transfer(
     let mut item: Option<(Instant, Value)> = None;
     let mut done: Option<Value> = None;
     let mut partial = false;
+    let mut method = None;
+    let mut encrypted = None;
     while done.is_none() {
         if Instant::now() >= deadline {
             partial = true;
@@ -649,7 +689,11 @@ fn gshare_transfer(
             continue;
         };
         match v.get("event").and_then(Value::as_str) {
-            Some("accepted") => accepted = Some(t),
+            Some("offer") => method = v.get("method").and_then(Value::as_str).map(str::to_owned),
+            Some("accepted") => {
+                accepted = Some(t);
+                encrypted = v.get("encrypted").and_then(Value::as_bool);
+            }
             Some("progress") => {
                 let b = v.get("bytes").and_then(Value::as_u64).unwrap_or(0);
                 first.get_or_insert((t, b));
@@ -686,10 +730,25 @@ fn gshare_transfer(
             partial: true,
             accepted_to_done: None,
             relay: relay_stats,
+            method,
+            encrypted,
+            transport: None,
         });
     }
     let recv = rx.wait_ok(Duration::from_secs(30))?;
     let send = tx.wait_ok(Duration::from_secs(30))?;
+    // The sender's events to the end of its output (closed: an error).
+    while let Ok(Some(_)) = tx.poll_line(Duration::from_secs(5)) {}
+    let transport = tx
+        .seen
+        .iter()
+        .filter_map(|(_, l)| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("event").and_then(Value::as_str) == Some("item"))
+        .and_then(|v| {
+            v.get("transport")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
     let (t_item, item) = item.ok_or_else(|| anyhow!("gshare receive reported no item"))?;
     let (t_first, b_first) = first.unwrap_or((accepted.unwrap_or(started), 0));
     if item.get("sha256").and_then(Value::as_str) != Some(sha) {
@@ -712,6 +771,9 @@ fn gshare_transfer(
         partial: false,
         accepted_to_done: done.and_then(|d| d.get("seconds").and_then(Value::as_f64)),
         relay: relay_stats,
+        method,
+        encrypted,
+        transport,
     })
 }
 
@@ -1682,6 +1744,248 @@ fn report_turn(
 }
 
 // ------------------------------------------------------------------------
+// 7. Jingle file transfer vs Google share (issue 18)
+
+/// Per round: the same file by Google share (encrypted, the default
+/// between gshare peers, and with `--no-encryption` on both sides) and by
+/// Jingle over direct SOCKS5 and through the server's SOCKS5 proxy; a
+/// smaller file by Jingle over IBB.
+#[derive(Default)]
+struct JingleRuns {
+    google: Vec<Run>,
+    plain: Vec<Run>,
+    direct: Vec<Run>,
+    proxy: Vec<Run>,
+    ibb: Vec<Run>,
+}
+
+/// The transfer went the intended way: the receiver's offer `method`, its
+/// `accepted` event's `encrypted`, and (Jingle) the sender's `item` event's
+/// `transport`.
+fn check_way(
+    r: &Run,
+    what: &str,
+    method: &str,
+    encrypted: bool,
+    transport: Option<&str>,
+) -> Result<()> {
+    if r.partial {
+        bail!("{what}: cut at the time budget, its transport unverified");
+    }
+    if r.method.as_deref() != Some(method) {
+        bail!(
+            "{what}: the receiver's offer method was {:?}, not {method:?}",
+            r.method
+        );
+    }
+    if r.encrypted != Some(encrypted) {
+        bail!(
+            "{what}: the receiver's accepted event said encrypted {:?}, not {encrypted}",
+            r.encrypted
+        );
+    }
+    if let Some(t) = transport
+        && r.transport.as_deref() != Some(t)
+    {
+        bail!(
+            "{what}: the sender's item transport was {:?}, not {t:?}",
+            r.transport
+        );
+    }
+    Ok(())
+}
+
+/// One transfer with `ctx.plaintext` and `ctx.jingle` set for it only.
+fn jingle_round_trip(
+    ctx: &mut Ctx,
+    input: &Input,
+    plaintext: bool,
+    jingle: Option<&'static str>,
+    budget: Duration,
+) -> Result<Run> {
+    ctx.plaintext = plaintext;
+    ctx.jingle = jingle;
+    let r = gshare_transfer(ctx, &input.path, &input.sha, None, budget);
+    ctx.plaintext = false;
+    ctx.jingle = None;
+    r
+}
+
+fn run_jingle(ctx: &mut Ctx, o: &Opts, sizes: &Sizes) -> Result<JingleRuns> {
+    // Every row through one Prosody with mod_proxy65 (the proxy row needs
+    // it; the others see the same server).
+    let server = Prosody::start_with(
+        &[ROMEO, JULIET],
+        prosody::Options {
+            proxy65: true,
+            ..Default::default()
+        },
+    );
+    let saved = std::mem::replace(&mut ctx.prosody, server);
+    let result = (|| -> Result<JingleRuns> {
+        let input = make_input(&ctx.work, "jingle.bin", sizes.jingle, 8)?;
+        let ibb = make_input(&ctx.work, "jingle-ibb.bin", sizes.jingle_ibb, 9)?;
+        // The proxy relays in Lua: allow ≥ 1 MB/s; IBB ≥ 64 KB/s.
+        let budget = Duration::from_secs(120 + input.size / MIB);
+        let ibb_budget = Duration::from_secs(120 + ibb.size / (64 * 1024));
+        let mut j = JingleRuns::default();
+        for round in 1..=o.rounds {
+            progress(&format!(
+                "Jingle round {round}/{}: {} by Google share (encrypted, not), Jingle SOCKS5 direct, through the proxy; {} by Jingle IBB",
+                o.rounds,
+                size_label(input.size),
+                size_label(ibb.size)
+            ));
+            let r = jingle_round_trip(ctx, &input, false, None, budget)?;
+            check_way(&r, "Google share", "google", true, None)?;
+            progress(&format!("  Google share (encrypted) {:.1} MB/s", r.rate()));
+            j.google.push(r);
+            let r = jingle_round_trip(ctx, &input, true, None, budget)?;
+            check_way(&r, "Google share --no-encryption", "google", false, None)?;
+            progress(&format!(
+                "  Google share (not encrypted) {:.1} MB/s",
+                r.rate()
+            ));
+            j.plain.push(r);
+            let r = jingle_round_trip(ctx, &input, false, Some("any"), budget)?;
+            check_way(&r, "Jingle direct", "jingle", false, Some("socks5"))?;
+            progress(&format!("  Jingle SOCKS5 direct {:.1} MB/s", r.rate()));
+            j.direct.push(r);
+            let r = jingle_round_trip(ctx, &input, false, Some("proxy"), budget)?;
+            check_way(&r, "Jingle proxy", "jingle", false, Some("socks5-proxy"))?;
+            progress(&format!(
+                "  Jingle SOCKS5 through the proxy {:.1} MB/s",
+                r.rate()
+            ));
+            j.proxy.push(r);
+            let r = jingle_round_trip(ctx, &ibb, false, Some("ibb"), ibb_budget)?;
+            check_way(&r, "Jingle IBB", "jingle", false, Some("ibb"))?;
+            progress(&format!("  Jingle IBB {:.2} MB/s", r.rate()));
+            j.ibb.push(r);
+        }
+        let _ = std::fs::remove_file(&input.path);
+        let _ = std::fs::remove_file(&ibb.path);
+        Ok(j)
+    })();
+    ctx.prosody = saved;
+    result
+}
+
+fn report_jingle(
+    o: &Opts,
+    sizes: &Sizes,
+    j: &JingleRuns,
+    report: &mut String,
+    targets: &mut Vec<Target>,
+    js: &mut Value,
+) {
+    let rates = |v: &[Run]| v.iter().map(Run::rate).collect::<Vec<_>>();
+    let med = |v: &[Run]| median(&rates(v));
+    let cpu = |v: &[Run], send: bool| {
+        median(
+            &v.iter()
+                .map(|r| cpu_per_gib(if send { &r.send } else { &r.recv }, r.bytes))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (g, p) = (med(&j.google), med(&j.plain));
+    let _ = writeln!(
+        report,
+        "\n7. Jingle file transfer (XEP-0234) vs Google share on loopback, gshare send → gshare receive --auto-accept,\n\
+         \x20  one {} file (IBB: {}), {} rounds; ratios from the medians of this run\n\
+         \x20  {:<44} {:>8} {:>24} {:>10} {:>10} {:>17}\n\
+         \x20  {:<44} {:>8} {:>24} {:>10} {:>10} {:>8} {:>8}",
+        size_label(sizes.jingle),
+        size_label(sizes.jingle_ibb),
+        o.rounds,
+        "method (transport checked)",
+        "MB/s",
+        "per round",
+        "÷ Google",
+        "÷ Google",
+        "CPU s/GiB",
+        "",
+        "median",
+        "",
+        "encrypted",
+        "plain",
+        "send",
+        "recv",
+    );
+    let mut rows = Vec::new();
+    for (name, runs, bytes) in [
+        (
+            "Google share, encrypted (TLS 1.3, default)",
+            &j.google,
+            sizes.jingle,
+        ),
+        (
+            "Google share, not encrypted (--no-enc. ×2)",
+            &j.plain,
+            sizes.jingle,
+        ),
+        ("Jingle, SOCKS5 direct (socks5)", &j.direct, sizes.jingle),
+        (
+            "Jingle, SOCKS5 proxy65 (socks5-proxy)",
+            &j.proxy,
+            sizes.jingle,
+        ),
+        ("Jingle, IBB (ibb; smaller file)", &j.ibb, sizes.jingle_ibb),
+    ] {
+        let m = med(runs);
+        let per = rates(runs)
+            .iter()
+            .map(|r| f1(*r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            report,
+            "   {name:<44} {:>8} {per:>24} {:>9}× {:>9}× {:>8} {:>8}",
+            f2(m),
+            f2(m / g),
+            f2(m / p),
+            f2(cpu(runs, true)),
+            f2(cpu(runs, false)),
+        );
+        rows.push(json!({
+            "method": name, "file_bytes": bytes, "mb_per_s": m, "per_round_mb_per_s": rates(runs),
+            "ratio_to_google_encrypted": m / g, "ratio_to_google_plain": m / p,
+            "cpu_seconds_per_gib": {"send": cpu(runs, true), "recv": cpu(runs, false)},
+            "runs": runs.iter().map(Run::json).collect::<Vec<_>>(),
+        }));
+    }
+    let _ = writeln!(
+        report,
+        "   (each run checked: the receiver's offer method and encrypted flag, the sender's item transport,\n\
+         \x20   the received file's SHA-256; proxy: Prosody mod_proxy65 relays every byte in Lua; IBB is\n\
+         \x20   reported only, the server's own limits cap it)"
+    );
+    let d = med(&j.direct);
+    targets.push(target(
+        "Jingle SOCKS5 direct ≥ 50 % of encrypted Google share (issue 18)",
+        d / g * 100.0,
+        50.0,
+        true,
+        format!(
+            "{:.1} % ({} of {} MB/s; ÷ not encrypted {:.1} %)",
+            d / g * 100.0,
+            f1(d),
+            f1(g),
+            d / p * 100.0
+        ),
+    ));
+    js["jingle"] = json!({
+        "file_bytes": sizes.jingle, "ibb_file_bytes": sizes.jingle_ibb, "rows": rows,
+        "median": {
+            "google_encrypted_mb_per_s": g, "google_plain_mb_per_s": p,
+            "jingle_direct_mb_per_s": d, "jingle_proxy_mb_per_s": med(&j.proxy),
+            "jingle_ibb_mb_per_s": med(&j.ibb),
+            "direct_ratio_to_google_encrypted": d / g, "direct_ratio_to_google_plain": d / p,
+        },
+    });
+}
+
+// ------------------------------------------------------------------------
 // report
 
 struct Target {
@@ -1802,11 +2106,12 @@ fn run() -> Result<i32> {
         relay_only: None,
         last_send_log: PathBuf::new(),
         ice_log: false,
+        jingle: None,
     };
 
-    // Sections 1..=6 in print order, whatever order they run in.
-    let mut sections: [String; 7] = Default::default();
-    let mut targets: [Vec<Target>; 7] = Default::default();
+    // Sections 1..=7 in print order, whatever order they run in.
+    let mut sections: [String; 8] = Default::default();
+    let mut targets: [Vec<Target>; 8] = Default::default();
     let mut js = json!({
         "mode": if o.smoke { "smoke" } else { "full" },
         "rounds": o.rounds,
@@ -1846,8 +2151,8 @@ fn run() -> Result<i32> {
         };
         let _ = std::fs::remove_file(&bulk.path);
         let _ = std::fs::remove_file(&small.path);
-        let [_, s1, _, _, s4, _, _] = &mut sections;
-        let [_, t1, _, _, t4, _, _] = &mut targets;
+        let [_, s1, _, _, s4, _, _, _] = &mut sections;
+        let [_, t1, _, _, t4, _, _, _] = &mut targets;
         report_loopback(&o, &sizes, &lb, (s1, s4), (t1, t4), &mut js);
     }
 
@@ -1936,6 +2241,12 @@ fn run() -> Result<i32> {
     if o.wants("turn") {
         let t = run_turn(&mut ctx, &o, &sizes)?;
         report_turn(&o, &sizes, &t, &mut sections[6], &mut targets[6], &mut js);
+    }
+
+    // 7: Jingle file transfer vs Google share.
+    if o.wants("jingle") {
+        let j = run_jingle(&mut ctx, &o, &sizes)?;
+        report_jingle(&o, &sizes, &j, &mut sections[7], &mut targets[7], &mut js);
     }
 
     // Targets.
