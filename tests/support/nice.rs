@@ -253,6 +253,16 @@ impl NicePeer {
         self.send_line("QUIT").await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
+
+    /// Asks the peer to exit and returns its exit code (`None`: killed by
+    /// a signal or still running after 5 s).
+    pub async fn quit_code(mut self) -> Option<i32> {
+        self.send_line("QUIT").await;
+        match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => None,
+        }
+    }
 }
 
 /// Parses `CANDIDATE <ip> <port> <username> <password> <type>`.
