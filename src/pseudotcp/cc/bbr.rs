@@ -20,7 +20,10 @@
 //! grows back additively (two segments per round) and is lifted once it
 //! exceeds the model's window. The additive increase, multiplicative
 //! decrease of that cap is what lets two such flows converge to fair shares
-//! in a full drop-tail queue.
+//! in a full drop-tail queue. The guard only judges rounds from the second
+//! one after drain: startup's own overshoot (the queue it built, the few
+//! drops it caused) is still being reported until then, and mistaking it
+//! for a competing flow capped a lone flow at 0.7 × for seconds.
 //!
 //! Failure modes read in quinn, quiche, s2n-quic and tquic and avoided
 //! here: rate samples taken over less than a min-RTT (inflated bandwidth)
@@ -84,6 +87,11 @@ pub(crate) struct Bbr {
     guard_cap: u64,
     /// The guard's cap on the bandwidth the model uses (u64::MAX: none).
     bw_cap: u64,
+    /// The guard judges rounds from this one on (u64::MAX: not yet). Set
+    /// when drain ends: the losses and the queue startup's own overshoot
+    /// leaves behind are still being reported for about a round after
+    /// that, and are not a competing flow's congestion.
+    guard_from_round: u64,
 }
 
 impl Bbr {
@@ -108,6 +116,7 @@ impl Bbr {
             round_min_rtt: None,
             guard_cap: u64::MAX,
             bw_cap: u64::MAX,
+            guard_from_round: u64::MAX,
         }
     }
 
@@ -167,7 +176,7 @@ impl Bbr {
             // Startup ends at the first sign of congestion (its own
             // overshoot: no cap for that).
             self.filled_pipe = true;
-        } else if lossy && queued {
+        } else if lossy && queued && self.round >= self.guard_from_round {
             let base = self.cwnd.min(self.guard_cap).min(inflight.max(floor));
             self.guard_cap = ((base as f64 * GUARD_BETA) as u64).max(floor);
             self.bw_cap = (self.bw() as f64 * GUARD_BETA) as u64;
@@ -212,7 +221,12 @@ impl Bbr {
         let bdp = self.bdp().unwrap_or(u64::MAX);
         match self.mode {
             Mode::Startup if self.filled_pipe => self.mode = Mode::Drain,
-            Mode::Drain if inflight <= bdp => self.enter_probe_bw(now),
+            Mode::Drain if inflight <= bdp => {
+                // Startup's overshoot is resolved (acked or found lost)
+                // within a round after this; judge the rounds after that.
+                self.guard_from_round = self.guard_from_round.min(self.round + 2);
+                self.enter_probe_bw(now);
+            }
             Mode::ProbeBw => {
                 let gain = CYCLE[self.cycle_idx];
                 let elapsed = self.cycle_stamp.is_none_or(|t| {
@@ -437,6 +451,39 @@ mod tests {
             round(&mut b, now, ms(50), 600_000, 0);
         }
         assert!(!b.guarded());
+    }
+
+    /// Startup's own overshoot (a queue, a few drops, reported during
+    /// drain and the round after) does not trip the guard: it used to cap
+    /// the window at 0.7 × and cost seconds of additive regrowth on an
+    /// otherwise idle path.
+    #[test]
+    fn startup_overshoot_does_not_trip_the_guard() {
+        let t0 = Instant::now();
+        let mut b = Bbr::new(MSS, 10 * MSS as u64);
+        let mut now = t0;
+        for _ in 0..4 {
+            now += ms(50);
+            round(&mut b, now, ms(50), 1_000_000, 0);
+        }
+        // The overshoot: RTT doubled, 2 % lost, through drain and the
+        // first rounds of probe-bandwidth.
+        let mut left_drain = false;
+        for _ in 0..4 {
+            now += ms(100);
+            b.round_lost = 20_000;
+            round(&mut b, now, ms(100), 500_000, 0);
+            left_drain |= b.mode() == Mode::ProbeBw;
+            assert!(!b.guarded());
+        }
+        assert!(left_drain);
+        // Congestion after that is judged as before.
+        for _ in 0..2 {
+            now += ms(100);
+            b.round_lost = 50_000;
+            round(&mut b, now, ms(100), 1_000_000, 0);
+        }
+        assert!(b.guarded());
     }
 
     /// After 10 s without a lower RTT sample: probe-RTT with four segments
