@@ -7,14 +7,16 @@
 //! may only raise it); the propagation delay is the minimum RTT over 10 s.
 //! Their product is the BDP. The sender paces at `gain × bandwidth` and
 //! keeps at most `2 × BDP` in flight. Phases: startup (gain 2.885 until the
-//! bandwidth stops growing by 25 % for three rounds), drain (inverse gain
+//! bandwidth stops growing by 25 % for three rounds; the window is paced at
+//! no less than that gain × cwnd / min RTT, as the drafts' initial rate is,
+//! because the samples trail the window by a round), drain (inverse gain
 //! until the queue it built is gone), probe-bandwidth (an eight-phase gain
 //! cycle 1.25, 0.75, 1 × 6, one min-RTT each), and probe-RTT (four segments
 //! in flight for 200 ms when the min-RTT estimate is 10 s old).
 //!
 //! Random loss does not lower the model, so the rate does not collapse as a
 //! loss-based controller's does (the Mathis bound). To stay fair when the
-//! loss is congestion, a guard watches each round: when more than 2 % of
+//! loss is congestion, a guard watches each round: when more than 0.5 % of
 //! the round was lost *and* even its smallest RTT sample shows a queue
 //! (≥ 1.5 × min RTT), the window is capped at 0.7 × its value; the cap
 //! grows back additively (two segments per round) and is lifted once it
@@ -335,7 +337,25 @@ impl Controller for Bbr {
 
     fn pacing_rate(&self) -> Option<u64> {
         let bw = self.bw();
-        (bw > 0).then(|| (bw as f64 * self.pacing_gain() * PACING_MARGIN) as u64)
+        let model = (bw > 0).then(|| (bw as f64 * self.pacing_gain() * PACING_MARGIN) as u64);
+        if self.mode != Mode::Startup {
+            return model;
+        }
+        // Startup: the bandwidth samples trail the window by a round (a
+        // flight paced over part of the RTT is measured over RTT + that
+        // part), so pacing at gain × samples alone spreads each doubled
+        // window over most of the next RTT and the ramp loses rounds. Let
+        // the window go out at no less than gain × cwnd / min RTT, as the
+        // drafts' initial rate (gain × initial window / RTT) does for the
+        // first flight; the window itself still doubles only per round.
+        let by_cwnd = self.min_rtt.map(|m| {
+            let us = m.as_micros().max(1);
+            (STARTUP_GAIN * (self.cwnd as u128 * 1_000_000 / us) as f64) as u64
+        });
+        match (model, by_cwnd) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -451,6 +471,36 @@ mod tests {
             round(&mut b, now, ms(50), 600_000, 0);
         }
         assert!(!b.guarded());
+    }
+
+    /// In startup the window goes out at no less than gain × cwnd / min
+    /// RTT, even while the bandwidth samples still trail it.
+    #[test]
+    fn startup_paces_the_window_not_the_trailing_samples() {
+        let t0 = Instant::now();
+        let mut b = Bbr::new(MSS, 10 * MSS as u64);
+        // The initial window acked after 50 ms, measured over 100 ms.
+        b.on_ack(&AckSummary {
+            now: t0 + ms(100),
+            delivered: 10 * MSS as u64,
+            lost: 0,
+            inflight: 0,
+            rtt: Some(ms(50)),
+            rate: Some(RateSample {
+                delivered: 10 * MSS as u64,
+                interval: ms(100),
+                app_limited: false,
+            }),
+            round_start: true,
+        });
+        assert_eq!(b.mode(), Mode::Startup);
+        let cwnd = b.cwnd();
+        assert_eq!(cwnd, 20 * MSS as u64);
+        let floor = (STARTUP_GAIN * (cwnd * 20) as f64) as u64; // per 50 ms
+        assert_eq!(b.pacing_rate(), Some(floor));
+        // Out of startup, the model alone sets the rate.
+        let (b, _) = steady();
+        assert!(b.pacing_rate().unwrap() <= (1.25 * BW as f64) as u64);
     }
 
     /// Startup's own overshoot (a queue, a few drops, reported during
