@@ -2,8 +2,9 @@
 //! a 100 Mbit/s, 50 ms RTT bottleneck with a one-BDP drop-tail queue, gshare
 //! on both ends of a 1500-byte path (datagrams of 1472 bytes), at 0 %,
 //! 0.1 %, 1 % and 10 % loss (the last with 1 % reordering). Thresholds sit
-//! a little under the `scripts/bench` targets so that a regression fails
-//! the suite, not only a benchmark.
+//! a little under what the engine reaches here (seed 7; and under the
+//! lowest of seeds 1–5 for the lossy cases), at or above the issue's
+//! targets, so that a regression fails the suite, not only a benchmark.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -62,10 +63,11 @@ fn segments_are_1448_bytes_on_a_1500_byte_path() {
 
 #[test]
 fn no_loss_fills_the_link() {
-    // Target ≥ 95 % of the link in steady state; over 120 MiB including
-    // startup the bar here is 90 %.
+    // Target ≥ 95 % of the link; met over 120 MiB including startup
+    // (11.89 MB/s; 12.2 in steady state, where the payload rate of a
+    // 1472-byte datagram is 12.3).
     let (mbps, sim) = bottleneck(0.0, 0.0, 120 << 20, 7);
-    assert!(mbps >= 0.90 * RATE as f64 / 1e6, "{mbps:.2} MB/s");
+    assert!(mbps >= 0.95 * RATE as f64 / 1e6, "{mbps:.2} MB/s");
     assert_eq!(sim.a.controller(), "bbr");
     assert_eq!(sim.a.stats().timeouts, 0);
     // Startup keeps 2 × BDP: at most a handful of queue drops.
@@ -76,19 +78,19 @@ fn no_loss_fills_the_link() {
 fn tenth_of_a_percent_loss() {
     // Over 120 MiB, startup included (as for the lossless case).
     let (mbps, _) = bottleneck(0.001, 0.0, 120 << 20, 7);
-    assert!(mbps >= 10.5, "{mbps:.2} MB/s (target 11)");
+    assert!(mbps >= 11.6, "{mbps:.2} MB/s (target 11)");
 }
 
 #[test]
 fn one_percent_loss() {
     let (mbps, _) = bottleneck(0.01, 0.0, 40 << 20, 7);
-    assert!(mbps >= 7.5, "{mbps:.2} MB/s (target 8)");
+    assert!(mbps >= 10.0, "{mbps:.2} MB/s (target 8)");
 }
 
 #[test]
 fn ten_percent_loss_and_one_percent_reordering() {
     let (mbps, sim) = bottleneck(0.1, 0.01, 40 << 20, 7);
-    assert!(mbps >= 1.8, "{mbps:.2} MB/s (target 2)");
+    assert!(mbps >= 6.5, "{mbps:.2} MB/s (target 2)");
     // Lost retransmissions are found by RACK, not by timeouts.
     let st = sim.a.stats();
     assert!(st.timeouts <= 5, "{st:?}");

@@ -33,6 +33,15 @@
 //! BBR-family control, RACK-TLP loss detection, pacing. Large windows need
 //! large UDP socket buffers: whoever owns the socket should raise
 //! SO_RCVBUF/SO_SNDBUF to several MiB (docs/protocol.md §F.1).
+//!
+//! On the simulated issue-14 path (`tests/pseudotcp_targets.rs`: 100 Mbit/s,
+//! 50 ms RTT, one-BDP drop-tail queue, 1472-byte datagrams, seed 7, virtual
+//! time) the model-based sender moves 11.89 MB/s at 0 % loss over 120 MiB
+//! including startup (95 % of the link; 12.2 MB/s in steady state, against
+//! a payload rate of 12.3), 11.87 at 0.1 % loss, 10.55 at 1 %, and 8.31 at
+//! 10 % with 1 % reordering; two such flows share the bottleneck 50/50
+//! with 4.4 ms of mean queueing. The classic sender manages under 2 MB/s
+//! at 1 % loss on the same path.
 
 mod buffer;
 mod cc;

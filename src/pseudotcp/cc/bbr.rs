@@ -7,20 +7,25 @@
 //! may only raise it); the propagation delay is the minimum RTT over 10 s.
 //! Their product is the BDP. The sender paces at `gain × bandwidth` and
 //! keeps at most `2 × BDP` in flight. Phases: startup (gain 2.885 until the
-//! bandwidth stops growing by 25 % for three rounds), drain (inverse gain
+//! bandwidth stops growing by 25 % for three rounds; the window is paced at
+//! no less than that gain × cwnd / min RTT, as the drafts' initial rate is,
+//! because the samples trail the window by a round), drain (inverse gain
 //! until the queue it built is gone), probe-bandwidth (an eight-phase gain
 //! cycle 1.25, 0.75, 1 × 6, one min-RTT each), and probe-RTT (four segments
 //! in flight for 200 ms when the min-RTT estimate is 10 s old).
 //!
 //! Random loss does not lower the model, so the rate does not collapse as a
 //! loss-based controller's does (the Mathis bound). To stay fair when the
-//! loss is congestion, a guard watches each round: when more than 2 % of
+//! loss is congestion, a guard watches each round: when more than 0.5 % of
 //! the round was lost *and* even its smallest RTT sample shows a queue
 //! (≥ 1.5 × min RTT), the window is capped at 0.7 × its value; the cap
 //! grows back additively (two segments per round) and is lifted once it
 //! exceeds the model's window. The additive increase, multiplicative
 //! decrease of that cap is what lets two such flows converge to fair shares
-//! in a full drop-tail queue.
+//! in a full drop-tail queue. The guard only judges rounds from the second
+//! one after drain: startup's own overshoot (the queue it built, the few
+//! drops it caused) is still being reported until then, and mistaking it
+//! for a competing flow capped a lone flow at 0.7 × for seconds.
 //!
 //! Failure modes read in quinn, quiche, s2n-quic and tquic and avoided
 //! here: rate samples taken over less than a min-RTT (inflated bandwidth)
@@ -84,6 +89,11 @@ pub(crate) struct Bbr {
     guard_cap: u64,
     /// The guard's cap on the bandwidth the model uses (u64::MAX: none).
     bw_cap: u64,
+    /// The guard judges rounds from this one on (u64::MAX: not yet). Set
+    /// when drain ends: the losses and the queue startup's own overshoot
+    /// leaves behind are still being reported for about a round after
+    /// that, and are not a competing flow's congestion.
+    guard_from_round: u64,
 }
 
 impl Bbr {
@@ -108,6 +118,7 @@ impl Bbr {
             round_min_rtt: None,
             guard_cap: u64::MAX,
             bw_cap: u64::MAX,
+            guard_from_round: u64::MAX,
         }
     }
 
@@ -167,7 +178,7 @@ impl Bbr {
             // Startup ends at the first sign of congestion (its own
             // overshoot: no cap for that).
             self.filled_pipe = true;
-        } else if lossy && queued {
+        } else if lossy && queued && self.round >= self.guard_from_round {
             let base = self.cwnd.min(self.guard_cap).min(inflight.max(floor));
             self.guard_cap = ((base as f64 * GUARD_BETA) as u64).max(floor);
             self.bw_cap = (self.bw() as f64 * GUARD_BETA) as u64;
@@ -212,7 +223,12 @@ impl Bbr {
         let bdp = self.bdp().unwrap_or(u64::MAX);
         match self.mode {
             Mode::Startup if self.filled_pipe => self.mode = Mode::Drain,
-            Mode::Drain if inflight <= bdp => self.enter_probe_bw(now),
+            Mode::Drain if inflight <= bdp => {
+                // Startup's overshoot is resolved (acked or found lost)
+                // within a round after this; judge the rounds after that.
+                self.guard_from_round = self.guard_from_round.min(self.round + 2);
+                self.enter_probe_bw(now);
+            }
             Mode::ProbeBw => {
                 let gain = CYCLE[self.cycle_idx];
                 let elapsed = self.cycle_stamp.is_none_or(|t| {
@@ -321,7 +337,25 @@ impl Controller for Bbr {
 
     fn pacing_rate(&self) -> Option<u64> {
         let bw = self.bw();
-        (bw > 0).then(|| (bw as f64 * self.pacing_gain() * PACING_MARGIN) as u64)
+        let model = (bw > 0).then(|| (bw as f64 * self.pacing_gain() * PACING_MARGIN) as u64);
+        if self.mode != Mode::Startup {
+            return model;
+        }
+        // Startup: the bandwidth samples trail the window by a round (a
+        // flight paced over part of the RTT is measured over RTT + that
+        // part), so pacing at gain × samples alone spreads each doubled
+        // window over most of the next RTT and the ramp loses rounds. Let
+        // the window go out at no less than gain × cwnd / min RTT, as the
+        // drafts' initial rate (gain × initial window / RTT) does for the
+        // first flight; the window itself still doubles only per round.
+        let by_cwnd = self.min_rtt.map(|m| {
+            let us = m.as_micros().max(1);
+            (STARTUP_GAIN * (self.cwnd as u128 * 1_000_000 / us) as f64) as u64
+        });
+        match (model, by_cwnd) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn name(&self) -> &'static str {
@@ -437,6 +471,69 @@ mod tests {
             round(&mut b, now, ms(50), 600_000, 0);
         }
         assert!(!b.guarded());
+    }
+
+    /// In startup the window goes out at no less than gain × cwnd / min
+    /// RTT, even while the bandwidth samples still trail it.
+    #[test]
+    fn startup_paces_the_window_not_the_trailing_samples() {
+        let t0 = Instant::now();
+        let mut b = Bbr::new(MSS, 10 * MSS as u64);
+        // The initial window acked after 50 ms, measured over 100 ms.
+        b.on_ack(&AckSummary {
+            now: t0 + ms(100),
+            delivered: 10 * MSS as u64,
+            lost: 0,
+            inflight: 0,
+            rtt: Some(ms(50)),
+            rate: Some(RateSample {
+                delivered: 10 * MSS as u64,
+                interval: ms(100),
+                app_limited: false,
+            }),
+            round_start: true,
+        });
+        assert_eq!(b.mode(), Mode::Startup);
+        let cwnd = b.cwnd();
+        assert_eq!(cwnd, 20 * MSS as u64);
+        let floor = (STARTUP_GAIN * (cwnd * 20) as f64) as u64; // per 50 ms
+        assert_eq!(b.pacing_rate(), Some(floor));
+        // Out of startup, the model alone sets the rate.
+        let (b, _) = steady();
+        assert!(b.pacing_rate().unwrap() <= (1.25 * BW as f64) as u64);
+    }
+
+    /// Startup's own overshoot (a queue, a few drops, reported during
+    /// drain and the round after) does not trip the guard: it used to cap
+    /// the window at 0.7 × and cost seconds of additive regrowth on an
+    /// otherwise idle path.
+    #[test]
+    fn startup_overshoot_does_not_trip_the_guard() {
+        let t0 = Instant::now();
+        let mut b = Bbr::new(MSS, 10 * MSS as u64);
+        let mut now = t0;
+        for _ in 0..4 {
+            now += ms(50);
+            round(&mut b, now, ms(50), 1_000_000, 0);
+        }
+        // The overshoot: RTT doubled, 2 % lost, through drain and the
+        // first rounds of probe-bandwidth.
+        let mut left_drain = false;
+        for _ in 0..4 {
+            now += ms(100);
+            b.round_lost = 20_000;
+            round(&mut b, now, ms(100), 500_000, 0);
+            left_drain |= b.mode() == Mode::ProbeBw;
+            assert!(!b.guarded());
+        }
+        assert!(left_drain);
+        // Congestion after that is judged as before.
+        for _ in 0..2 {
+            now += ms(100);
+            b.round_lost = 50_000;
+            round(&mut b, now, ms(100), 1_000_000, 0);
+        }
+        assert!(b.guarded());
     }
 
     /// After 10 s without a lower RTT sample: probe-RTT with four segments
