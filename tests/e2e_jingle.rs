@@ -1,7 +1,8 @@
 //! Jingle file transfer end to end with real processes (issue 18):
 //! `gshare send --method jingle` → `gshare receive` through the tests'
 //! Prosody with `mod_proxy65` (0 bytes to a few MiB, compared by SHA-256,
-//! events with `"method": "jingle"`), the `gshare` CLI against Libervia
+//! events with `"method": "jingle"`; a folder as one tar, unpacked and its
+//! tree compared), the `gshare` CLI against Libervia
 //! (`li file receive` and `li file send`, 0 bytes and a few MiB, every file
 //! compared), and `--require-encryption` refusing Jingle on both sides.
 

@@ -1,6 +1,7 @@
 //! `gshare send` by Jingle file transfer (issue 18; XEP-0234 over XEP-0260
 //! SOCKS5 or XEP-0261 IBB; docs/protocol.md §H.4). One session, one content
-//! per file; each content negotiates S5B (our host candidates and the
+//! per file (a folder is one file: its tar, spooled, with gshare's folder
+//! marker); each content negotiates S5B (our host candidates and the
 //! server's XEP-0065 proxy against the peer's), falls back to IBB by
 //! `transport-replace`, sends the file, then its SHA-256 in a `checksum`
 //! session-info; the receiver ends the session with `success`.

@@ -4,7 +4,9 @@
 //! `--max-size` and free space, `--require-encryption`, `--auto-accept` or
 //! the prompt), files land in part files renamed under a safe, free name
 //! only once complete and, when the sender gave its SHA-256 (in the offer
-//! or a `checksum`), verified. Events are the same, with
+//! or a `checksum`), verified. A content with gshare's folder marker is a
+//! folder's tar, unpacked like a Google share folder and moved into place
+//! only once its SHA-256 matches. Events are the same, with
 //! `"method": "jingle"`.
 
 use std::collections::HashMap;
