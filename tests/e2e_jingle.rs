@@ -1,7 +1,8 @@
 //! Jingle file transfer end to end with real processes (issue 18):
 //! `gshare send --method jingle` → `gshare receive` through the tests'
 //! Prosody with `mod_proxy65` (0 bytes to a few MiB, compared by SHA-256,
-//! events with `"method": "jingle"`), the `gshare` CLI against Libervia
+//! events with `"method": "jingle"`; a folder as one tar, unpacked and its
+//! tree compared), the `gshare` CLI against Libervia
 //! (`li file receive` and `li file send`, 0 bytes and a few MiB, every file
 //! compared), and `--require-encryption` refusing Jingle on both sides.
 
@@ -292,12 +293,22 @@ fn require_encryption_refuses_jingle_on_both_sides() {
         "{}",
         String::from_utf8_lossy(&sent.stderr)
     );
-    // A folder is refused before login (usage, 2): Jingle sends files.
+    // A folder is no longer refused as such (it goes as one tar): with
+    // --require-encryption it is refused like a file (8), before login.
     let dir = src.path().join("folder");
     std::fs::create_dir(&dir).unwrap();
-    let sent = send(&p, &[&dir], &["--method", "jingle"]);
-    assert_eq!(sent.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&sent.stderr).contains("tar"));
+    let sent = send(
+        &p,
+        &[&dir],
+        &["--method", "jingle", "--require-encryption", "--wait", "5"],
+    );
+    assert_eq!(
+        sent.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&sent.stderr).contains("tar it"));
     // The receiver declines a Jingle offer: the sender is declined (5).
     let out = tempfile::tempdir().unwrap();
     let recv = Receiver::start(
@@ -338,6 +349,100 @@ fn require_encryption_refuses_jingle_on_both_sides() {
     };
     assert_eq!(status.code(), Some(8));
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
+/// Every entry under `root`, sorted: its path relative to `root` and, for a
+/// file, its SHA-256 (`"dir"` for a folder).
+fn tree(root: &Path) -> Vec<(String, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                out.push((rel, "dir".into()));
+                walk(root, &path, out);
+            } else {
+                assert!(ft.is_file(), "{} is not a file", path.display());
+                out.push((rel, sha256_file(&path)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+/// A folder (nested subfolders, an empty file, an empty subfolder, KiB to
+/// MiB files) sent with `--method jingle` to `gshare receive
+/// --auto-accept` goes as one `tree.tar` content with gshare's folder
+/// marker and is unpacked as `tree`: same names, same bytes, same empty
+/// folder; `item` says `kind: "folder"` on both sides; the sender's spool
+/// (in its TMPDIR) is gone afterwards; nothing else in the output folder.
+#[test]
+fn a_folder_round_trips_gshare_to_gshare_over_jingle() {
+    let p = server();
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("tree");
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    std::fs::create_dir_all(root.join("with space/é")).unwrap();
+    write_random(&root.join("top.bin"), 70_000, 1);
+    write_random(&root.join("a/kib.bin"), 4096, 2);
+    write_random(&root.join("a/b/c/deep.bin"), 2 * MIB + 3, 3);
+    write_random(&root.join("with space/é/odd name.txt"), 513, 4);
+    std::fs::write(root.join("a/empty.txt"), b"").unwrap();
+    let spool_dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--from", "romeo@localhost", "--once"],
+    );
+    let mut cmd = p.gshare(ROMEO.0, ROMEO.1);
+    cmd.args(["send", "--json", "--method", "jingle", "--wait", "20"])
+        .arg(&root)
+        .arg(Prosody::jid(JULIET.0))
+        .env("TMPDIR", spool_dir.path())
+        .stdin(Stdio::null());
+    let sent = cmd.output().expect("run sender");
+    let (code, revs, rerr) = recv.finish(Duration::from_secs(60));
+    let sevs = events(&sent);
+    assert!(
+        sent.status.success(),
+        "sender failed: {:?}\n{}\n{}\nreceiver: {revs:#?}\n{rerr}",
+        sent.status,
+        String::from_utf8_lossy(&sent.stdout),
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(code, 0, "receiver: {revs:#?}\n{rerr}");
+    let offer = event(&sevs, "offer");
+    assert_eq!(offer[0]["items"][0]["name"], "tree.tar", "{sevs:#?}");
+    assert_eq!(offer[0]["items"][0]["kind"], "folder", "{sevs:#?}");
+    let sitems = event(&sevs, "item");
+    assert_eq!(sitems.len(), 1, "{sevs:#?}");
+    assert_eq!(sitems[0]["kind"], "folder", "{sevs:#?}");
+    let ritems = event(&revs, "item");
+    assert_eq!(ritems.len(), 1, "{revs:#?}");
+    assert_eq!(ritems[0]["kind"], "folder", "{revs:#?}");
+    assert_eq!(ritems[0]["name"], "tree", "{revs:#?}");
+    assert_eq!(ritems[0]["verified"], true, "{revs:#?}");
+    // The receiver checked the sender's digest of the tar stream.
+    assert_eq!(ritems[0]["sha256"], sitems[0]["sha256"], "{revs:#?}");
+    assert_eq!(event(&revs, "offer")[0]["items"][0]["kind"], "folder");
+    let got = out.path().join("tree");
+    assert_eq!(tree(&root), tree(&got));
+    assert!(got.join("empty-dir").is_dir());
+    assert_eq!(std::fs::metadata(got.join("a/empty.txt")).unwrap().len(), 0);
+    // Only the folder in the output, and the sender's spool is gone.
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(spool_dir.path()).unwrap().count(),
+        0,
+        "the sender left its spool behind"
+    );
 }
 
 /// The sizes exchanged with Libervia.
@@ -483,6 +588,19 @@ fn libervia_file_send_to_gshare_receive_cli() {
 /// output folder, not even a part file; the sender is told `media-error`.
 #[tokio::test]
 async fn a_jingle_file_whose_hash_differs_is_not_saved() {
+    tampered(false).await;
+}
+
+/// The same for a folder (a valid tar stream with gshare's folder marker):
+/// every entry is unpacked into the hidden temporary folder, then the
+/// SHA-256 differs: exit 7 and nothing under `tampered` (nor the hidden
+/// folder) in the output.
+#[tokio::test]
+async fn a_jingle_folder_whose_hash_differs_is_not_saved() {
+    tampered(true).await;
+}
+
+async fn tampered(folder: bool) {
     use gshare::bytestreams::ibb::{IbbSender, NS_IBB};
     use gshare::bytestreams::ibb_stream::ibb_writer;
     use gshare::jingle::codec::NS_JINGLE;
@@ -518,9 +636,32 @@ async fn a_jingle_file_whose_hash_differs_is_not_saved() {
     };
     let (xmpp, mut rx) = Xmpp::connect(&account, opts).await.expect("login");
     let me = xmpp.jid().clone();
-    let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut payload: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    if folder {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, "tampered/", std::io::empty())
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(payload.len() as u64);
+        b.append_data(&mut h, "tampered/x.bin", payload.as_slice())
+            .unwrap();
+        payload = b.into_inner().unwrap();
+    }
     let file = FileDesc {
-        name: Some("tampered.bin".into()),
+        name: Some(
+            if folder {
+                "tampered.tar"
+            } else {
+                "tampered.bin"
+            }
+            .into(),
+        ),
+        folder,
         size: Some(payload.len() as u64),
         hashes: vec![Hash {
             algo: "sha-256".into(),

@@ -20,3 +20,5 @@ pub use server::{
     serve, serve_with,
 };
 pub use source::folder_size;
+/// The folder tar producer, for the Jingle sender's spool.
+pub(crate) use source::{Msg as SourceMsg, spawn_tar};

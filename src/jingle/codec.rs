@@ -31,6 +31,10 @@ pub const NS_JINGLE_S5B: &str = "urn:xmpp:jingle:transports:s5b:1";
 pub const NS_JINGLE_IBB: &str = "urn:xmpp:jingle:transports:ibb:1";
 /// XEP-0300 hashes.
 pub const NS_HASHES: &str = "urn:xmpp:hashes:2";
+/// gshare's private marker in a `<file>`: the file is a folder's tar
+/// stream, which a receiving gshare unpacks (docs/protocol.md §H.4).
+/// Other clients skip the unknown child and save a plain `.tar`.
+pub const NS_GSHARE_FOLDER: &str = "urn:gshare:folder:0";
 
 /// Most `<content>` elements we read from one `<jingle>` (one per file; a
 /// larger offer is refused with `bad-request`).
@@ -344,6 +348,9 @@ pub struct FileDesc {
     pub hash_used: Vec<String>,
     /// `<range>`.
     pub range: Option<Range>,
+    /// gshare's `<folder xmlns='urn:gshare:folder:0'/>`: the bytes are
+    /// the tar stream of a folder ([`NS_GSHARE_FOLDER`]).
+    pub folder: bool,
 }
 
 impl FileDesc {
@@ -391,6 +398,7 @@ impl FileDesc {
                     }
                     f.hash_used.push(req_attr(c, "algo")?);
                 }
+                ("folder", NS_GSHARE_FOLDER) => f.folder = true,
                 // XEP-0234 allows extensions (thumbnails, …): ignored.
                 _ => {}
             }
@@ -436,6 +444,9 @@ impl FileDesc {
                     .attr(ncname("algo"), a.as_str())
                     .build(),
             );
+        }
+        if self.folder {
+            b = b.append(Element::bare("folder", NS_GSHARE_FOLDER));
         }
         b.build()
     }
@@ -1094,5 +1105,55 @@ mod tests {
             Jingle::parse(&el),
             Err(CodecError::UnknownAction(_))
         ));
+    }
+
+    #[test]
+    fn folder_marker_round_trips_and_is_optional() {
+        let f = FileDesc {
+            name: Some("photos.tar".into()),
+            size: Some(10240),
+            media_type: Some("application/x-tar".into()),
+            hash_used: vec!["sha-256".into()],
+            folder: true,
+            ..FileDesc::default()
+        };
+        let el = f.to_element();
+        let marker = el
+            .children()
+            .find(|c| c.is("folder", NS_GSHARE_FOLDER))
+            .expect("the marker is written");
+        assert_eq!(marker.children().count(), 0);
+        assert_eq!(FileDesc::parse(&el).unwrap(), f);
+        // Without the marker: a plain file, and no marker is written.
+        let plain = FileDesc {
+            folder: false,
+            ..f.clone()
+        };
+        let el = plain.to_element();
+        assert!(!el.children().any(|c| c.name() == "folder"));
+        assert_eq!(FileDesc::parse(&el).unwrap(), plain);
+        // A `folder` in another namespace is not the marker.
+        let other: Element = "<file xmlns='urn:xmpp:jingle:apps:file-transfer:5'>\
+            <name>a.tar</name><size>1</size><folder xmlns='urn:example:other'/></file>"
+            .parse()
+            .unwrap();
+        assert!(!FileDesc::parse(&other).unwrap().folder);
+        // Inside a whole offer, as a peer parses it.
+        let j = Jingle {
+            contents: vec![crate::jingle::file_offer(
+                "f0",
+                f.clone(),
+                Transport::Ibb(IbbTransport {
+                    sid: "t".into(),
+                    block_size: 4096,
+                    stanza: IbbStanza::Iq,
+                }),
+            )],
+            ..Jingle::new(Action::SessionInitiate, "s1")
+        };
+        let again = Jingle::parse(&j.to_element()).unwrap();
+        let got = again.contents[0].file().unwrap();
+        assert!(got.folder);
+        assert_eq!(got.media_type.as_deref(), Some("application/x-tar"));
     }
 }

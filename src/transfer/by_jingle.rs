@@ -1,6 +1,7 @@
 //! `gshare send` by Jingle file transfer (issue 18; XEP-0234 over XEP-0260
 //! SOCKS5 or XEP-0261 IBB; docs/protocol.md §H.4). One session, one content
-//! per file; each content negotiates S5B (our host candidates and the
+//! per file (a folder is one file: its tar, spooled, with gshare's folder
+//! marker); each content negotiates S5B (our host candidates and the
 //! server's XEP-0065 proxy against the peer's), falls back to IBB by
 //! `transport-replace`, sends the file, then its SHA-256 in a `checksum`
 //! session-info; the receiver ends the session with `success`.
@@ -33,6 +34,7 @@ use crate::bytestreams::proxy::{self, StreamHost};
 use crate::bytestreams::s5b::{DIRECT_LOCAL_PREF, Outcome, Report, S5bNegotiation, priority};
 use crate::bytestreams::socks5::{self, DirectListener};
 use crate::bytestreams::{dst_addr, s5b};
+use crate::http::SourceMsg;
 use crate::jingle::{
     Candidate, CandidateType, Config, FileDesc, Hash, IbbStanza, IbbTransport, JingleEvent,
     JingleSession, Reason, ReasonKind, S5bPayload, S5bTransport, Transport, file_offer,
@@ -331,6 +333,60 @@ pub(super) struct JingleItem {
     pub path: PathBuf,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// The file is a folder's tar stream ([`spool_folder`]): offered as
+    /// `application/x-tar` with gshare's folder marker.
+    pub folder: bool,
+}
+
+/// A folder written as one tar stream into a temporary file.
+pub(super) struct SpooledFolder {
+    /// Removed when dropped (after the transfer, or on failure).
+    pub path: tempfile::TempPath,
+    /// Bytes of the tar stream.
+    pub size: u64,
+    /// SHA-256 of the tar stream.
+    pub sha256: [u8; 32],
+}
+
+/// Writes the folder at `root` as a tar stream (the Google share folder
+/// layout: every entry under `name/`) into a temporary file in `dir`, so
+/// that the Jingle offer can carry its exact size and the checksum its
+/// digest (docs/protocol.md §H.4).
+pub(super) async fn spool_folder(
+    root: PathBuf,
+    name: String,
+    dir: &std::path::Path,
+) -> Result<SpooledFolder, String> {
+    let named = tempfile::Builder::new()
+        .prefix(".gshare-folder-")
+        .suffix(".tar")
+        .tempfile_in(dir)
+        .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
+    let (file, path) = named.into_parts();
+    let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+    let mut rx = crate::http::spawn_tar(root, name, true);
+    let mut size = 0u64;
+    let sha256 = loop {
+        match rx.recv().await {
+            Some(SourceMsg::Data(bytes, _)) => {
+                out.write_all(&bytes)
+                    .await
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                size += bytes.len() as u64;
+            }
+            Some(SourceMsg::Done(Some(d))) => break d,
+            Some(SourceMsg::Done(None)) => {
+                return Err("the tar writer gave no digest".into());
+            }
+            Some(SourceMsg::Failed(e)) => return Err(e.to_string()),
+            None => return Err("the tar writer stopped before the end".into()),
+        }
+    };
+    out.flush()
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    debug!(path = %path.display(), size, "folder spooled");
+    Ok(SpooledFolder { path, size, sha256 })
 }
 
 /// What the spawned tasks report.
@@ -388,7 +444,16 @@ pub(super) async fn send_by_jingle(
         let file = FileDesc {
             name: Some(it.name.clone()),
             size: Some(it.size),
-            media_type: Some("application/octet-stream".into()),
+            media_type: Some(
+                if it.folder {
+                    "application/x-tar"
+                } else {
+                    "application/octet-stream"
+                }
+                .into(),
+            ),
+            // Other clients skip the marker and save a plain .tar.
+            folder: it.folder,
             // The digest follows in a checksum: Libervia 0.9 cannot parse
             // a spec-form <hash> in the offer (docs/protocol.md §H.4).
             hash_used: vec!["sha-256".into()],
@@ -450,7 +515,7 @@ pub(super) async fn send_by_jingle(
         "offer",
         json!({"to": peer_s, "total": total, "method": "jingle",
                "items": items.iter().map(|i| json!({"name": i.name, "size": i.size,
-                   "kind": "file"})).collect::<Vec<_>>()}),
+                   "kind": if i.folder { "folder" } else { "file" }})).collect::<Vec<_>>()}),
     );
     let mut job = SendJob {
         xmpp: xmpp.clone(),
@@ -1035,6 +1100,7 @@ impl SendJob<'_> {
                 self.report.event(
                     "item",
                     json!({"name": it.name, "size": n, "sha256": hex::encode(it.sha256),
+                           "kind": if it.folder { "folder" } else { "file" },
                            "transport": self.lanes[i].via}),
                 );
                 self.check_finished();

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::by_jingle::{JINGLE_NOT_ENCRYPTED, JingleItem, send_by_jingle};
+use super::by_jingle::{JINGLE_NOT_ENCRYPTED, JingleItem, send_by_jingle, spool_folder};
 use super::by_upload::{UploadItem, send_by_upload};
 use super::channel::{ChannelEvent, ChannelMsg, ChannelSpec, Channels, Negotiated};
 use super::report::{Reporter, TransferReport, describe_items, human_rate, human_size};
@@ -151,17 +151,6 @@ async fn upload_all(
     send_by_upload(xmpp, settings.ca_file.as_deref(), to, &items, report, why).await
 }
 
-/// Why Jingle cannot take these items: one file per content, no folders.
-fn jingle_folder_refusal(offered: &[Offered]) -> Option<String> {
-    offered.iter().find(|o| o.folder).map(|folder| {
-        format!(
-            "{:?} is a folder; Jingle file transfer sends files only (tar it first: \
-             tar c DIR | gshare send - --name DIR.tar JID)",
-            folder.name
-        )
-    })
-}
-
 /// Sends every item over Jingle to `peer` (the method chosen for it).
 async fn jingle_all(
     xmpp: &crate::xmpp::Xmpp,
@@ -179,20 +168,41 @@ async fn jingle_all(
                 format!("{peer} can receive only by Jingle file transfer; {JINGLE_NOT_ENCRYPTED}"),
             ));
         }
-        if let Some(why) = jingle_folder_refusal(offered) {
-            return Err(Failure::new(Exit::Usage, why));
+        // A folder goes as one tar stream, spooled first for its size and
+        // digest (README, Jingle; docs/protocol.md §H.4). The spools are
+        // removed when this returns, sent or not.
+        let mut spools = Vec::new();
+        let mut items = Vec::with_capacity(offered.len());
+        for o in offered {
+            if o.folder {
+                let s = spool_folder(o.path.clone(), o.name.clone(), &std::env::temp_dir())
+                    .await
+                    .map_err(|e| {
+                        Failure::new(
+                            Exit::Failure,
+                            format!("cannot pack the folder {:?} for Jingle: {e}", o.name),
+                        )
+                    })?;
+                items.push(JingleItem {
+                    name: format!("{}.tar", o.name),
+                    path: s.path.to_path_buf(),
+                    size: s.size,
+                    sha256: s.sha256,
+                    folder: true,
+                });
+                spools.push(s.path);
+            } else {
+                items.push(JingleItem {
+                    name: o.name.clone(),
+                    path: o.path.clone(),
+                    size: o.size,
+                    sha256: o.sha256.unwrap_or_default(),
+                    folder: false,
+                });
+            }
         }
-        let items: Vec<JingleItem> = offered
-            .iter()
-            .map(|o| JingleItem {
-                name: o.name.clone(),
-                path: o.path.clone(),
-                size: o.size,
-                sha256: o.sha256.unwrap_or_default(),
-            })
-            .collect();
         let accept_wait = opts.common.timeout.max(opts.wait);
-        send_by_jingle(
+        let sent = send_by_jingle(
             xmpp,
             incoming,
             peer,
@@ -201,7 +211,9 @@ async fn jingle_all(
             &opts.common,
             accept_wait,
         )
-        .await
+        .await;
+        drop(spools);
+        sent
     }
     .await;
     xmpp.close().await;
@@ -226,13 +238,8 @@ pub async fn run(settings: &Settings, opts: &SendOptions) -> Result<(), Failure>
     if opts.method == SendMethod::Upload && require_encryption {
         return Err(Failure::new(Exit::NotEncrypted, UPLOAD_NOT_ENCRYPTED));
     }
-    if opts.method == SendMethod::Jingle {
-        if require_encryption {
-            return Err(Failure::new(Exit::NotEncrypted, JINGLE_NOT_ENCRYPTED));
-        }
-        if let Some(why) = jingle_folder_refusal(&offered) {
-            return Err(Failure::new(Exit::Usage, why));
-        }
+    if opts.method == SendMethod::Jingle && require_encryption {
+        return Err(Failure::new(Exit::NotEncrypted, JINGLE_NOT_ENCRYPTED));
     }
     // Files are hashed on blocking threads while we log in.
     let hashing: Vec<_> = offered

@@ -4,13 +4,16 @@
 //! `--max-size` and free space, `--require-encryption`, `--auto-accept` or
 //! the prompt), files land in part files renamed under a safe, free name
 //! only once complete and, when the sender gave its SHA-256 (in the offer
-//! or a `checksum`), verified. Events are the same, with
+//! or a `checksum`), verified. A content with gshare's folder marker is a
+//! folder's tar, unpacked like a Google share folder and moved into place
+//! only once its SHA-256 matches. Events are the same, with
 //! `"method": "jingle"`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
@@ -21,9 +24,10 @@ use tracing::debug;
 use super::super::by_jingle::{
     Local, activate_proxy, iq_sender, not_encrypted_warning, random_id, send_iq,
 };
-use super::super::files::{Finished, PartFile};
+use super::super::files::{Finished, PartFile, StreamHasher};
 use super::super::names::safe_file_name;
 use super::super::report::{TransferReport, human_rate, human_size};
+use super::super::tar::TarUnpacker;
 use super::super::{Exit, Failure};
 use super::{Receiver, Step, allowed};
 use crate::bytestreams::dst_addr;
@@ -73,6 +77,9 @@ struct Lane {
     ibb_in: Option<mpsc::Sender<IqIn>>,
     bytes: u64,
     done: bool,
+    /// A gshare folder: the bytes are its tar stream, unpacked under
+    /// `name` (docs/protocol.md §H.4).
+    folder: bool,
 }
 
 /// One Jingle offer being decided on or received.
@@ -346,10 +353,19 @@ impl Receiver {
         for c in &contents {
             let Some(file) = c.file() else { continue };
             let offered = file.name.clone().unwrap_or_else(|| "file".into());
+            // A gshare folder comes as `<folder>.tar`: unpacked as `<folder>`.
+            let offered = match offered.strip_suffix(".tar") {
+                Some(stem) if file.folder && !stem.is_empty() => stem.to_owned(),
+                _ => offered,
+            };
             let name = safe_file_name(&offered).unwrap_or_else(|_| "received-file".into());
             // No size: nothing to check the space or the end against.
             let Some(size) = file.size else { continue };
-            items.push(ManifestItem::file(name.clone(), size));
+            items.push(if file.folder {
+                ManifestItem::folder(name.clone(), size)
+            } else {
+                ManifestItem::file(name.clone(), size)
+            });
             let tsid = match &c.transport {
                 Some(Transport::S5b(t)) => t.sid.clone(),
                 Some(Transport::Ibb(t)) => t.sid.clone(),
@@ -376,6 +392,7 @@ impl Receiver {
                 ibb_in: None,
                 bytes: 0,
                 done: false,
+                folder: file.folder,
             });
         }
         let manifest = Manifest { items };
@@ -669,6 +686,7 @@ impl Receiver {
                             &self.report,
                             "item",
                             json!({"name": l.name, "size": f.size, "sha256": f.sha256,
+                                   "kind": if l.folder { "folder" } else { "file" },
                                    "verified": f.verified, "resumed_from": 0,
                                    "path": f.path.display().to_string()}),
                         );
@@ -847,6 +865,7 @@ impl Receiver {
             digest: l.digest_rx.take(),
             stall,
             tx,
+            folder: l.folder,
         })
     }
 
@@ -924,6 +943,7 @@ struct SaveJob {
     digest: Option<oneshot::Receiver<[u8; 32]>>,
     stall: Duration,
     tx: mpsc::UnboundedSender<JNote>,
+    folder: bool,
 }
 
 impl SaveJob {
@@ -933,7 +953,94 @@ impl SaveJob {
         let _ = tx.send(JNote::Saved(key, index, result));
     }
 
-    async fn save<R: AsyncRead + Unpin>(self, mut r: R) -> Result<Finished, String> {
+    async fn save<R: AsyncRead + Unpin>(self, r: R) -> Result<Finished, String> {
+        if self.folder {
+            return self.save_folder(r).await;
+        }
+        self.save_file(r).await
+    }
+
+    /// The sender's SHA-256: in the offer, or in a `checksum` after the
+    /// last byte.
+    async fn sender_digest(
+        offered: Option<[u8; 32]>,
+        rx: Option<oneshot::Receiver<[u8; 32]>>,
+    ) -> Option<[u8; 32]> {
+        match (offered, rx) {
+            (Some(d), _) => Some(d),
+            (None, Some(rx)) => tokio::time::timeout(CHECKSUM_WAIT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            (None, None) => None,
+        }
+    }
+
+    /// A gshare folder: the tar stream is unpacked as it arrives into a
+    /// hidden temporary folder (the Google share unpacker: safe names, no
+    /// overwrite) and hashed; the folder is moved into place only once
+    /// the stream's SHA-256 equals the sender's.
+    async fn save_folder<R: AsyncRead + Unpin>(self, mut r: R) -> Result<Finished, String> {
+        let mut unpacker = TarUnpacker::new(&self.dir, &self.name, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let hasher = StreamHasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0u64;
+        loop {
+            let n = match tokio::time::timeout(self.stall, r.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(format!("the connection broke: {e}")),
+                Err(_) => {
+                    return Err(format!("no data for {}s", self.stall.as_secs()));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+            if got > self.size {
+                return Err(format!(
+                    "received more than the announced {} bytes",
+                    self.size
+                ));
+            }
+            let chunk = Bytes::copy_from_slice(&buf[..n]);
+            hasher.update(chunk.clone()).await;
+            unpacker.push(chunk).await.map_err(|e| e.to_string())?;
+            let _ = self
+                .tx
+                .send(JNote::Progress(self.key.clone(), self.index, got));
+        }
+        if got != self.size {
+            return Err(format!(
+                "received {got} of the announced {} bytes",
+                self.size
+            ));
+        }
+        let digest = hasher.finish().await.map_err(|e| e.to_string())?;
+        let Some(want) = Self::sender_digest(self.offered_hash, self.digest).await else {
+            return Err("the sender did not send the folder's SHA-256".into());
+        };
+        if want != digest {
+            // Dropping the unpacker removes the hidden temporary folder.
+            return Err(format!(
+                "the folder's SHA-256 is {} but the sender's is {}",
+                hex::encode(digest),
+                hex::encode(want)
+            ));
+        }
+        let done = unpacker.finish().await.map_err(|e| e.to_string())?;
+        Ok(Finished {
+            path: done.path,
+            size: got,
+            sha256: hex::encode(digest),
+            verified: true,
+            resumed_from: 0,
+        })
+    }
+
+    async fn save_file<R: AsyncRead + Unpin>(self, mut r: R) -> Result<Finished, String> {
         let mut part = PartFile::create(&self.dir, &self.name, Some(self.size))
             .await
             .map_err(|e| e.to_string())?;
@@ -963,15 +1070,7 @@ impl SaveJob {
                 self.size
             ));
         }
-        let digest = match (self.offered_hash, self.digest) {
-            (Some(d), _) => Some(d),
-            (None, Some(rx)) => tokio::time::timeout(CHECKSUM_WAIT, rx)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            (None, None) => None,
-        };
-        if let Some(d) = digest {
+        if let Some(d) = Self::sender_digest(self.offered_hash, self.digest).await {
             part.verify_against(d);
         }
         let finished = if self.overwrite {
