@@ -4,7 +4,8 @@
 //! events with `"method": "jingle"`; a folder as one tar, unpacked and its
 //! tree compared), the `gshare` CLI against Libervia
 //! (`li file receive` and `li file send`, 0 bytes and a few MiB, every file
-//! compared), and `--require-encryption` refusing Jingle on both sides.
+//! compared; `li file send` to gshare's bare JID through Jingle Message
+//! Initiation), and `--require-encryption` refusing Jingle on both sides.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -515,8 +516,8 @@ fn gshare_cli_sends_to_libervia_file_receive() {
 }
 
 /// Libervia's `li file send` (as romeo) to `gshare receive` (the CLI, as
-/// juliet, by its full JID: Libervia would try Jingle Message Initiation
-/// first on a bare JID); every file saved, verified and compared.
+/// juliet, by its full JID, so without Jingle Message Initiation: see
+/// the next test for the bare JID); every file saved, verified and compared.
 #[test]
 fn libervia_file_send_to_gshare_receive_cli() {
     let p = server();
@@ -578,6 +579,55 @@ fn libervia_file_send_to_gshare_receive_cli() {
     assert_eq!(items.len(), LIBERVIA_SIZES.len(), "{evs:#?}");
     // Libervia's checksum (base64 of the hex digest) was checked.
     assert!(items.iter().all(|i| i["verified"] == true), "{evs:#?}");
+    let _ = recv.child.kill();
+    let _ = recv.child.wait();
+}
+
+/// Libervia's `li file send` (as romeo) to gshare's BARE JID: Libervia
+/// proposes the session with Jingle Message Initiation (XEP-0353), `gshare
+/// receive` answers `<proceed/>` from its full JID, and the Jingle offer
+/// that follows is auto-accepted like any other; the file is saved intact.
+#[test]
+fn libervia_file_send_to_gshare_bare_jid_by_jmi() {
+    let p = server();
+    let lib = Libervia::start(&p.cert());
+    lib.login(ROMEO.0, ROMEO.1, p.port);
+    let out = tempfile::tempdir().unwrap();
+    let mut recv = Receiver::start(
+        &p,
+        out.path(),
+        &["--auto-accept", "--from", "romeo@localhost"],
+    );
+    let src = tempfile::tempdir().unwrap();
+    let name = "proposed.bin";
+    let f = src.path().join(name);
+    write_random(&f, 2 * MIB + 3, 353);
+    let bare = Prosody::jid(JULIET.0);
+    let sender = lib
+        .cmd("/usr/bin/libervia-cli")
+        .args(["file", "send", "-p", ROMEO.0, f.to_str().unwrap(), &bare])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_child(sender, Duration::from_secs(90));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "li file send to {bare} did not finish well: {status:?}; gshare saw {:#?}\n{}",
+        recv.seen,
+        lib.backend_log()
+    );
+    recv.wait_for("\"done\"", Duration::from_secs(30));
+    let got = out.path().join(name);
+    assert_eq!(sha256_file(&f), sha256_file(&got), "{name} differs");
+    let evs: Vec<serde_json::Value> = recv
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let offers = event(&evs, "offer");
+    assert_eq!(offers.len(), 1, "{evs:#?}");
+    assert_eq!(offers[0]["method"], "jingle", "{evs:#?}");
     let _ = recv.child.kill();
     let _ = recv.child.wait();
 }

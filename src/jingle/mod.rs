@@ -5,6 +5,8 @@
 //! - [`codec`]: the `<jingle>` element and what goes in it.
 //! - [`session`]: the sans-IO session machine, both roles.
 //! - [`sessions`]: many sessions behind one IQ entry point.
+//! - [`jmi`]: Jingle Message Initiation (XEP-0353), the responder's
+//!   `<proceed/>` to a `<propose/>` sent to our bare JID.
 //!
 //! The transports (XEP-0260 SOCKS5, XEP-0261 IBB) live in
 //! `crate::bytestreams`; each yields a byte stream per content that the
@@ -43,6 +45,7 @@
 //! `tests/jingle_libervia.rs` drive exactly these steps by hand.
 
 pub mod codec;
+pub mod jmi;
 pub mod session;
 pub mod sessions;
 

@@ -26,8 +26,10 @@ pub const FEATURE_SHARE: &str = "http://google.com/xmpp/protocol/share/v1";
 const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 /// The disco features of Jingle file transfer we answer with beside
 /// [`FEATURE_SHARE`]: Jingle, its file-transfer application, the S5B and
-/// IBB transports and their underlying XEP-0065/XEP-0047, XEP-0300 SHA-256.
-const JINGLE_FEATURES: [&str; 8] = [
+/// IBB transports and their underlying XEP-0065/XEP-0047, XEP-0300 SHA-256,
+/// and Jingle Message Initiation (XEP-0353 asks its responders to
+/// advertise it; the receive job answers `<propose/>`).
+const JINGLE_FEATURES: [&str; 9] = [
     "urn:xmpp:jingle:1",
     "urn:xmpp:jingle:apps:file-transfer:5",
     "urn:xmpp:jingle:transports:s5b:1",
@@ -36,6 +38,7 @@ const JINGLE_FEATURES: [&str; 8] = [
     "http://jabber.org/protocol/ibb",
     "urn:xmpp:hashes:2",
     "urn:xmpp:hash-function-text-names:sha-256",
+    "urn:xmpp:jingle-message:0",
 ];
 const NS_PING: &str = "urn:xmpp:ping";
 /// Our caps version string.

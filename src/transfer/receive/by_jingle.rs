@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::parsers::jid::{FullJid, Jid};
+use tokio_xmpp::parsers::message::Message;
 use tracing::debug;
 
 use super::super::by_jingle::{
@@ -34,6 +35,7 @@ use crate::bytestreams::dst_addr;
 use crate::bytestreams::ibb::{DEFAULT_BLOCK_SIZE, IbbReceiver, NS_IBB};
 use crate::bytestreams::ibb_stream::ibb_reader;
 use crate::bytestreams::s5b::{self, Outcome, Report, S5bNegotiation};
+use crate::jingle::jmi::{self, Propose};
 use crate::jingle::{
     CandidateType, Config, Content, JingleEvent, JingleSessions, Reason, ReasonKind, S5bPayload,
     S5bTransport, Transport,
@@ -108,6 +110,9 @@ pub(super) struct JingleIn {
     /// The offer asked about on the terminal (one question at a time,
     /// shared with the Google and link offers).
     pub(super) prompting: Option<Key>,
+    /// XEP-0353 `<proceed/>` messages to send with the next flush (a
+    /// handful at most: the flush follows every input).
+    outbox: Vec<Message>,
 }
 
 impl JingleIn {
@@ -131,6 +136,7 @@ impl JingleIn {
             iq_out: iq_sender(xmpp),
             stall: timeout,
             prompting: None,
+            outbox: Vec::new(),
         })
     }
 
@@ -161,6 +167,11 @@ impl JingleIn {
 
     /// Sends what the machines queued.
     pub(super) async fn flush(&mut self) {
+        for m in std::mem::take(&mut self.outbox) {
+            if let Err(e) = self.xmpp.send(m).await {
+                debug!(%e, "could not send a Jingle Message Initiation answer");
+            }
+        }
         while let Some(o) = self.sessions.poll_transmit() {
             send_iq(&self.xmpp, o).await;
         }
@@ -243,6 +254,54 @@ impl Receiver {
                 let _ = s.terminate(Instant::now(), Reason::new(ReasonKind::FailedTransport));
             }
         }
+    }
+
+    /// A Jingle Message Initiation `<propose/>` (XEP-0353), sent to our
+    /// bare JID: answer `<proceed/>` from this resource when an offer from
+    /// this sender could be taken now; the `session-initiate` that follows
+    /// (to our full JID, `sid` = the propose's id) is then decided on like
+    /// any Jingle offer. Otherwise stay silent: the sender gives up.
+    pub(super) fn on_jingle_propose(&mut self, p: Propose) {
+        let Propose {
+            from,
+            id,
+            file_transfer,
+        } = p;
+        if !file_transfer {
+            debug!(%from, %id, "ignored a Jingle proposal that is not a file transfer");
+            return;
+        }
+        let Ok(peer) = FullJid::try_from(from.clone()) else {
+            debug!(%from, %id, "ignored a Jingle proposal from a bare JID");
+            return;
+        };
+        if !allowed(&self.allow, &from) {
+            debug!(%from, %id, "ignored a Jingle proposal from someone not in --from");
+            return;
+        }
+        if self.require_encryption {
+            debug!(%from, %id, "ignored a Jingle proposal: encryption is required");
+            self.report.say(format!(
+                "Ignored a Jingle file transfer proposal from {from}: \
+                 Jingle is not encrypted and encryption is required"
+            ));
+            self.report.event(
+                "rejected",
+                json!({"from": from.to_string(), "reason": "not encrypted", "method": "jingle"}),
+            );
+            return;
+        }
+        if self.output_dir().is_none() {
+            debug!(%from, %id, "ignored a Jingle proposal: Jingle files are not written to -o -");
+            return;
+        }
+        let running = self.transfers.len() + self.links.running.len() + self.jingle.len();
+        if running >= self.bound {
+            debug!(%from, %id, "ignored a Jingle proposal: busy with another transfer");
+            return;
+        }
+        debug!(%from, %id, "proceeding with a Jingle proposal");
+        self.jingle.outbox.push(jmi::proceed(&peer, &id));
     }
 
     fn jingle_reject(&mut self, peer: &FullJid, sid: &str, what: &str, why: &str, reason: &str) {

@@ -74,8 +74,13 @@ fn describe(offer: &LinkOffer) -> String {
 }
 
 impl Receiver {
-    /// A message: a file link is offered like a session offer.
+    /// A message: a file link is offered like a session offer; a Jingle
+    /// Message Initiation proposal goes to the Jingle side.
     pub(super) fn on_message(&mut self, msg: &Message) -> Step {
+        if let Some(p) = crate::jingle::jmi::propose(msg) {
+            self.on_jingle_propose(p);
+            return None;
+        }
         let offer = match examine(msg) {
             Examined::Nothing => return None,
             Examined::Refused { from, reason } => {
