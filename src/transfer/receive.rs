@@ -346,19 +346,6 @@ impl Receiver {
             return;
         }
         let prompt = !self.auto_accept && self.interactive;
-        // Offers over the session queue behind an open question (below); a
-        // question about a link is answered on its own thread, so a session
-        // offer that arrives meanwhile is declined rather than asked over it.
-        if prompt && self.links.prompting.is_some() {
-            self.decline(
-                handle,
-                &from,
-                &what,
-                "busy asking about another offer",
-                "busy",
-            );
-            return;
-        }
         if matches!(self.output, Output::Stdout)
             && !(manifest.items.len() == 1 && manifest.items[0].kind == ItemKind::File)
         {
@@ -439,7 +426,7 @@ impl Receiver {
         if self.auto_accept {
             let _ = self.decisions.send((handle, true));
         } else if prompt {
-            if self.prompting.is_some() {
+            if self.asking() {
                 self.report.say(format!(
                     "\n{what} from {from} waits for your answer to the question before"
                 ));
@@ -503,8 +490,19 @@ impl Receiver {
 
     /// Asks the next waiting question, unless one is open: one question at
     /// a time on the terminal.
+    /// Whether a question is open on the terminal (about a session offer,
+    /// a link or a Jingle offer): one at a time, since the asking thread
+    /// owns the terminal's input until it is answered.
+    fn asking(&self) -> bool {
+        self.prompting.is_some()
+            || self.links.prompting.is_some()
+            || self.jingle.prompting.is_some()
+    }
+
+    /// Asks the next queued session offer's question once none is open;
+    /// every answer, of whatever kind, calls this.
     fn ask_next(&mut self) {
-        if self.prompting.is_some() || self.jingle.prompting.is_some() {
+        if self.asking() {
             return;
         }
         while let Some((handle, question)) = self.questions.pop_front() {

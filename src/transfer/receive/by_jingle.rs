@@ -550,11 +550,7 @@ impl Receiver {
         let prompt = !self.auto_accept && self.interactive;
         if self.auto_accept {
             let _ = self.jingle.decisions.0.send((key, true));
-        } else if prompt
-            && self.prompting.is_none()
-            && self.links.prompting.is_none()
-            && self.jingle.prompting.is_none()
-        {
+        } else if prompt && !self.asking() {
             self.jingle.prompting = Some(key.clone());
             let tx = self.jingle.decisions.0.clone();
             let question = format!("Accept {what} from {from} (Jingle, not encrypted)? [y/N] ");

@@ -126,11 +126,7 @@ impl Receiver {
             return None;
         }
         let prompt = !self.auto_accept && self.interactive;
-        if prompt
-            && (self.prompting.is_some()
-                || self.links.prompting.is_some()
-                || self.jingle.prompting.is_some())
-        {
+        if prompt && self.asking() {
             reject(self, "busy asking about another offer", "busy");
             return None;
         }
@@ -177,6 +173,8 @@ impl Receiver {
     pub(super) fn on_link_decision(&mut self, id: u64, yes: bool) -> Step {
         if self.links.prompting == Some(id) {
             self.links.prompting = None;
+            // Session offers that waited for this question.
+            self.ask_next();
         }
         let t = self.links.running.get_mut(&id)?;
         let from = t.offer.from.clone();
