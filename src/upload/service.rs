@@ -226,10 +226,10 @@ pub async fn request_slot(
         )
         .await
         .map_err(|e| match e {
-            XmppError::IqError(reason) => UploadError::SlotRefused {
+            XmppError::IqError(refusal) => UploadError::SlotRefused {
                 name: name.to_string(),
-                kind: RefusalKind::from_reason(&reason),
-                reason: plain_reason(&reason),
+                kind: RefusalKind::from_reason(&refusal.condition),
+                reason: plain_reason(&refusal.to_string()),
             },
             other => UploadError::Xmpp(other),
         })?;
@@ -266,8 +266,8 @@ pub enum RefusalKind {
 
 impl RefusalKind {
     fn from_reason(reason: &str) -> Self {
-        // The XMPP layer hands the condition as its name (see
-        // `xmpp::describe_stanza_error`).
+        // The condition's XML name (`xmpp::IqRefusal::condition`), or a
+        // description that starts with it.
         if reason.starts_with("not-acceptable") {
             RefusalKind::TooLarge
         } else if reason.starts_with("resource-constraint") {

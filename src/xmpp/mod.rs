@@ -62,7 +62,41 @@ pub enum XmppError {
     Disconnected(String),
     /// The peer answered an IQ with an error.
     #[error("{0}")]
-    IqError(String),
+    IqError(IqRefusal),
+}
+
+/// An IQ answered with an error, in the names the XMPP RFCs use, so callers
+/// can tell conditions apart without reading the words for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IqRefusal {
+    /// The condition's XML name (`service-unavailable`).
+    pub condition: String,
+    /// The error type's XML name (`cancel`).
+    pub kind: String,
+    /// The answer's text, if it had one.
+    pub text: Option<String>,
+}
+
+impl IqRefusal {
+    /// The refusal a parsed stanza error carries.
+    pub fn new(e: &StanzaError) -> Self {
+        IqRefusal {
+            condition: xml_name(&format!("{:?}", e.defined_condition)),
+            kind: xml_name(&format!("{:?}", e.type_)),
+            text: e.texts.values().next().filter(|t| !t.is_empty()).cloned(),
+        }
+    }
+}
+
+impl std::fmt::Display for IqRefusal {
+    /// `service-unavailable (cancel)`, then `: text` if there is one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.condition, self.kind)?;
+        match &self.text {
+            Some(t) => write!(f, ": {t}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Who logs in, and where.
@@ -597,9 +631,7 @@ impl Task {
                 if let Some((_, reply)) = self.pending_iqs.remove(&id) {
                     let result = match iq {
                         Iq::Result { payload, .. } => Ok(payload),
-                        Iq::Error { error, .. } => {
-                            Err(XmppError::IqError(describe_stanza_error(&error)))
-                        }
+                        Iq::Error { error, .. } => Err(XmppError::IqError(IqRefusal::new(&error))),
                         _ => return,
                     };
                     let _ = reply.send(result);
@@ -679,19 +711,6 @@ fn service_unavailable(to: Option<Jid>, id: String, payload: Element) -> Iq {
     }
 }
 
-/// Words for an IQ error: the condition and type as they are written in
-/// XML (`service-unavailable (cancel)`), then the server's text if any.
-pub fn describe_stanza_error(e: &StanzaError) -> String {
-    let text = e.texts.values().next().cloned().unwrap_or_default();
-    let condition = xml_name(&format!("{:?}", e.defined_condition));
-    let kind = xml_name(&format!("{:?}", e.type_));
-    if text.is_empty() {
-        format!("{condition} ({kind})")
-    } else {
-        format!("{condition} ({kind}): {text}")
-    }
-}
-
 /// The XML name of a parsed condition or type from its Rust variant name:
 /// `ServiceUnavailable` → `service-unavailable` (a variant's fields, as in
 /// `Gone { .. }`, are dropped). xmpp-parsers gives these enums no
@@ -723,14 +742,20 @@ mod tests {
             "en",
             "",
         );
-        assert_eq!(describe_stanza_error(&e), "service-unavailable (cancel)");
+        assert_eq!(
+            IqRefusal::new(&e).to_string(),
+            "service-unavailable (cancel)"
+        );
         let e = StanzaError::new(
             ErrorType::Auth,
             DefinedCondition::NotAuthorized,
             "en",
             "go away",
         );
-        assert_eq!(describe_stanza_error(&e), "not-authorized (auth): go away");
+        assert_eq!(
+            IqRefusal::new(&e).to_string(),
+            "not-authorized (auth): go away"
+        );
         assert_eq!(xml_name("Gone { new_address: None }"), "gone");
     }
 }
