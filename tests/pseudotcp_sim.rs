@@ -23,6 +23,7 @@ fn impaired(delay_ms: u64, loss: f64) -> LinkConfig {
         reorder: 0.0,
         reorder_delay: Duration::ZERO,
         queue_limit: 512 * 1024,
+        aggregate: Duration::ZERO,
     }
 }
 
@@ -513,6 +514,7 @@ fn run_random_case(
         queue_limit: 100_000,
         reorder: 0.0,
         reorder_delay: Duration::ZERO,
+        aggregate: Duration::ZERO,
     };
     let cfg = |g: bool| {
         if g {

@@ -128,6 +128,13 @@ pub struct LinkConfig {
     pub bandwidth: Option<u64>,
     /// Bytes the bottleneck queue holds before it drops (drop-tail).
     pub queue_limit: usize,
+    /// ACK aggregation: every datagram is handed over at the next multiple
+    /// of this period (counted from the link's first datagram), as a busy
+    /// receiver, a batching relay or a Wi-Fi hop releases a burst of what
+    /// came in over a few milliseconds at once. Zero: none. Acknowledgments
+    /// that arrive bunched make delivery-rate samples over-read the
+    /// bottleneck (the real relay of `scripts/bench` does this).
+    pub aggregate: Duration,
 }
 
 impl Default for LinkConfig {
@@ -141,6 +148,7 @@ impl Default for LinkConfig {
             reorder_delay: Duration::from_millis(5),
             bandwidth: None,
             queue_limit: usize::MAX,
+            aggregate: Duration::ZERO,
         }
     }
 }
@@ -207,6 +215,8 @@ pub struct Link {
     rng: Rng,
     heap: BinaryHeap<Reverse<InFlight>>,
     busy_until: Option<Instant>,
+    /// The first datagram's time: the origin of `aggregate`'s periods.
+    epoch: Option<Instant>,
     next_id: u64,
     pool: Vec<Vec<u8>>,
     /// Counters.
@@ -221,6 +231,7 @@ impl Link {
             rng: Rng::new(seed),
             heap: BinaryHeap::new(),
             busy_until: None,
+            epoch: None,
             next_id: 0,
             pool: Vec::new(),
             stats: LinkStats::default(),
@@ -259,6 +270,13 @@ impl Link {
             }
             if self.rng.chance(self.cfg.reorder) {
                 at += self.cfg.reorder_delay;
+            }
+            if !self.cfg.aggregate.is_zero() {
+                let epoch = *self.epoch.get_or_insert(now);
+                let period = self.cfg.aggregate.as_nanos();
+                let since = at.saturating_duration_since(epoch).as_nanos();
+                let up = since.div_ceil(period) * period;
+                at = epoch + Duration::from_nanos(u64::try_from(up).unwrap_or(u64::MAX));
             }
             let mut data = self.pool.pop().unwrap_or_default();
             data.clear();
