@@ -5,7 +5,7 @@
 //! the measured numbers.
 //!
 //! Run through `scripts/bench` (installs OpenSSH, builds in release):
-//!   scripts/bench            full run (≈5 min): 1 GiB loopback, WAN links, TTFB, memory
+//!   scripts/bench            full run (≈6 min): 1 GiB loopback, WAN links, TTFB, memory, fairness
 //!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
 //! (`cargo test --all-targets` runs this binary without `--bench`; it then
 //! only prints how to run it) or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
@@ -1560,8 +1560,9 @@ fn report_fair(
         report,
         "   (gshare ↔ gshare encrypted; flow 2 of the second row sends with the hidden --classic-sender,\n\
          \x20   the Reno-family controller: its shares are reported, not judged; queue delay = leaving the\n\
-         \x20   shared queue − arriving, data direction; a full one-BDP queue adds {:.0} ms; shares of bytes\n\
-         \x20   delivered by the relay; link used counts 28-byte IP/UDP headers)",
+         \x20   shared queue − arriving, data direction; a full one-BDP queue adds {:.0} ms, the most any\n\
+         \x20   packet can wait here; shares of bytes delivered by the relay; link used counts 28-byte\n\
+         \x20   IP/UDP headers)",
         queue as f64 * 8.0 / WAN_RATE as f64 * 1e3,
     );
     js["fair"] = json!({
