@@ -5,11 +5,11 @@
 //! the measured numbers.
 //!
 //! Run through `scripts/bench` (installs OpenSSH, builds in release):
-//!   scripts/bench            full run (≈5 min): 1 GiB loopback, WAN links, TTFB, memory
+//!   scripts/bench            full run (≈6 min): 1 GiB loopback, WAN links, TTFB, memory, fairness
 //!   scripts/bench --smoke    seconds, small sizes, every code path (CI)
 //! (`cargo test --all-targets` runs this binary without `--bench`; it then
 //! only prints how to run it) or `cargo bench --bench e2e -- [--smoke] [--strict] [--rounds N]
-//!   [--only loopback,wan,ttfb,memory,upload,turn,jingle] [--json PATH] [--dir DIR]`.
+//!   [--only loopback,wan,ttfb,memory,upload,turn,jingle,fair] [--json PATH] [--dir DIR]`.
 //!
 //! What is measured:
 //! 1. Loopback bulk: one file, gshare send → gshare receive through Prosody,
@@ -52,6 +52,18 @@
 //!    the sender's `item` transport (`socks5`, `socks5-proxy`, `ibb`), the
 //!    received file's SHA-256. Target: Jingle direct ÷ encrypted Google
 //!    share ≥ 0.50, from the medians.
+//! 8. Fairness (issue 14, `--only fair`): two gshare → gshare transfers at
+//!    once (romeo → juliet and romeo2 → juliet2, so each receiver gets its
+//!    own offer), each through its own port pair of ONE impairment relay
+//!    whose bottleneck they share (`MultiRelay`: 100 Mbit/s, 50 ms RTT,
+//!    one-BDP drop-tail queue, 1472-byte datagrams, 0 % loss). Once both
+//!    flows move data, the relay's per-flow delivered bytes are read at the
+//!    start and end of a 30 s window (3 s in the smoke run), with the mean
+//!    and max time packets waited in the shared queue; then both transfers
+//!    are killed. Targets: each flow's share 35–65 %, mean queueing delay
+//!    added ≤ 1 RTT. Then the same with the second sender on the classic
+//!    Reno-family controller (hidden `--classic-sender`): both shares are
+//!    reported, no target.
 //!
 //! Files live on tmpfs (/dev/shm) unless `--dir` says otherwise, so the
 //! figures are the network stack's, not the disk's.
@@ -81,7 +93,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use coturn::{Auth, Coturn};
-use impair::{ImpairConfig, Relay, RelayStats};
+use impair::{DirectionStats, IP_UDP_OVERHEAD, ImpairConfig, MultiRelay, Relay, RelayStats};
 use proc::{Proc, Usage};
 use prosody::Prosody;
 use sshd::SshSetup;
@@ -91,6 +103,10 @@ const MIB: u64 = 1 << 20;
 const GIB: f64 = (1u64 << 30) as f64;
 const ROMEO: (&str, &str) = ("romeo", "r0meo-bench");
 const JULIET: (&str, &str) = ("juliet", "jul1et-bench");
+/// The second sender and receiver of the fairness section (registered
+/// there): each receiver gets only its own sender's offer.
+const ROMEO2: (&str, &str) = ("romeo2", "r0meo2-bench");
+const JULIET2: (&str, &str) = ("juliet2", "jul1et2-bench");
 /// PseudoTCP header bytes in every datagram (MSS = datagram − this).
 const PTCP_HEADER: usize = 24;
 
@@ -143,6 +159,11 @@ struct Sizes {
     /// Longest a WAN transfer may take before its rate is taken from the
     /// progress so far (reported as partial).
     wan_budget: Duration,
+    /// The fairness section: the file each of the two flows sends (big
+    /// enough to outlast the window even at the whole link rate), and the
+    /// measuring window once both flows run.
+    fair_file: u64,
+    fair_window: Duration,
 }
 
 impl Sizes {
@@ -167,6 +188,9 @@ impl Sizes {
             jingle: 512 * MIB,
             jingle_ibb: 8 * MIB,
             wan_budget: Duration::from_secs(45),
+            // 30 s at the whole 12.5 MB/s is 375 MB, plus the start.
+            fair_file: 512 * MIB,
+            fair_window: Duration::from_secs(30),
         }
     }
 
@@ -188,6 +212,8 @@ impl Sizes {
             jingle: 8 * MIB,
             jingle_ibb: 256 * 1024,
             wan_budget: Duration::from_secs(20),
+            fair_file: 64 * MIB,
+            fair_window: Duration::from_secs(3),
         }
     }
 }
@@ -221,7 +247,7 @@ fn parse_args() -> Result<Opts> {
             "--bench" => {}
             other => bail!(
                 "unknown argument {other}; usage: e2e [--smoke] [--strict] [--rounds N] \
-                 [--only loopback,wan,ttfb,memory,upload,turn,jingle] [--json PATH] [--dir DIR] [--perf DIR]"
+                 [--only loopback,wan,ttfb,memory,upload,turn,jingle,fair] [--json PATH] [--dir DIR] [--perf DIR]"
             ),
         }
     }
@@ -431,7 +457,16 @@ struct Ctx {
     /// jingle`, and on both sides the hidden `--jingle-transport` with this
     /// value (`any`, `proxy` or `ibb`).
     jingle: Option<&'static str>,
+    /// Sender and receiver accounts of the next transfer (`ROMEO` →
+    /// `JULIET` unless the fairness section runs a second pair).
+    pair: (Account, Account),
+    /// The next gshare sender uses the classic Reno-family PseudoTCP
+    /// sender (hidden `--classic-sender`) instead of the model-based one.
+    classic_sender: bool,
 }
+
+/// An XMPP account: (user, password).
+type Account = (&'static str, &'static str);
 
 /// `--turn` arguments of a relay-only sender.
 #[derive(Clone)]
@@ -492,9 +527,10 @@ impl Ctx {
         once: bool,
         advertise: Option<std::net::SocketAddr>,
     ) -> Result<Proc> {
-        let mut c = self.gshare(JULIET);
+        let (from, me) = self.pair;
+        let mut c = self.gshare(me);
         c.args(["receive", "--json", "--auto-accept", "--from"])
-            .arg(Prosody::jid(ROMEO.0))
+            .arg(Prosody::jid(from.0))
             .args(["--bind", "127.0.0.1", "-o"])
             .arg(out);
         if once {
@@ -516,7 +552,8 @@ impl Ctx {
     }
 
     fn sender(&mut self, file: &Path, advertise: Option<std::net::SocketAddr>) -> Result<Proc> {
-        let mut c = self.gshare(ROMEO);
+        let (me, to) = self.pair;
+        let mut c = self.gshare(me);
         if self.ice_log {
             c.env("RUST_LOG", "warn,gshare::ice=debug");
         }
@@ -535,10 +572,13 @@ impl Ctx {
                 .arg("--turn-password-file")
                 .arg(&t.password_file);
         }
+        if self.classic_sender {
+            c.arg("--classic-sender");
+        }
         if let Some(a) = advertise {
             c.arg("--advertise").arg(a.to_string());
         }
-        c.arg(file).arg(Prosody::jid(JULIET.0));
+        c.arg(file).arg(Prosody::jid(to.0));
         let log = self.log("gshare-send");
         self.last_send_log = log.clone();
         Proc::spawn("gshare send", c, &log)
@@ -627,7 +667,9 @@ fn relay_json(s: RelayStats) -> Value {
     let d = |d: impair::DirectionStats| {
         json!({"received": d.received, "delivered": d.delivered, "lost": d.lost,
                "queue_drops": d.queue_drops, "oversize": d.oversize, "unrouted": d.unrouted,
-               "clamped": d.clamped, "max_datagram": d.max_datagram, "max_queue_bytes": d.max_queue})
+               "clamped": d.clamped, "max_datagram": d.max_datagram, "max_queue_bytes": d.max_queue,
+               "mean_queue_delay_ms": d.mean_queue_delay().as_secs_f64() * 1e3,
+               "max_queue_delay_ms": d.max_queue_delay.as_secs_f64() * 1e3})
     };
     json!({"a_to_b": d(s.a_to_b), "b_to_a": d(s.b_to_a)})
 }
@@ -1219,6 +1261,315 @@ fn check_relay(r: &Run, who: &str) -> Result<()> {
         bail!("{who}: datagrams larger than the emulated 1500-byte MTU ({s:?})");
     }
     Ok(())
+}
+
+/// One flow of a fairness case, over the measuring window.
+struct FairFlow {
+    /// `romeo → juliet`.
+    accounts: String,
+    /// The sender's PseudoTCP controller: `model-based` or `classic`.
+    sender: &'static str,
+    /// The relay's counters of this flow, data direction (sender → receiver),
+    /// over the window.
+    window: DirectionStats,
+    send: Usage,
+    recv: Usage,
+}
+
+/// Two flows at once through one shared bottleneck.
+struct FairCase {
+    /// Whether the second flow's sender is classic.
+    classic: bool,
+    flows: Vec<FairFlow>,
+    /// Both senders spawned → both flows have moved data.
+    ramp_secs: f64,
+    window_secs: f64,
+    /// The shared link's data direction over the window: the queue delay
+    /// (mean over the window's packets; max since the window began).
+    link: DirectionStats,
+}
+
+impl FairCase {
+    fn share(&self, i: usize) -> f64 {
+        let total: u64 = self.flows.iter().map(|f| f.window.delivered_bytes).sum();
+        self.flows[i].window.delivered_bytes as f64 / total as f64
+    }
+
+    fn rate(&self, i: usize) -> f64 {
+        self.flows[i].window.delivered_bytes as f64 / self.window_secs / MB
+    }
+
+    /// IP bytes (payload + 28 per datagram) the link carried ÷ its capacity.
+    fn utilisation(&self) -> f64 {
+        let ip = self.link.delivered_bytes + IP_UDP_OVERHEAD as u64 * self.link.delivered;
+        ip as f64 / (WAN_RATE as f64 / 8.0 * self.window_secs)
+    }
+
+    fn mean_queue_ms(&self) -> f64 {
+        self.link.mean_queue_delay().as_secs_f64() * 1e3
+    }
+
+    fn max_queue_ms(&self) -> f64 {
+        self.link.max_queue_delay.as_secs_f64() * 1e3
+    }
+}
+
+/// `b − a` for the counters that add up; maxima from `b`.
+fn window_of(a: &DirectionStats, b: &DirectionStats) -> DirectionStats {
+    DirectionStats {
+        received: b.received - a.received,
+        delivered: b.delivered - a.delivered,
+        delivered_bytes: b.delivered_bytes - a.delivered_bytes,
+        unrouted: b.unrouted - a.unrouted,
+        lost: b.lost - a.lost,
+        queue_drops: b.queue_drops - a.queue_drops,
+        oversize: b.oversize - a.oversize,
+        reordered: b.reordered - a.reordered,
+        clamped: b.clamped - a.clamped,
+        shaped: b.shaped - a.shaped,
+        queue_delay: b.queue_delay.saturating_sub(a.queue_delay),
+        ..*b
+    }
+}
+
+/// Issue 14's fairness rows with real processes: two gshare transfers at
+/// once (romeo → juliet, romeo2 → juliet2), each through its own port pair
+/// of ONE relay whose bottleneck both share (100 Mbit/s, 50 ms, one-BDP
+/// drop-tail queue, 1472-byte datagrams, 0 % loss). Once both flows have
+/// moved data, the relay's per-flow counters are read at the start and
+/// the end of the window; then both transfers are killed. `classic`: the
+/// second sender uses the classic Reno-family controller.
+fn run_fair(ctx: &mut Ctx, sizes: &Sizes, input: &Input, classic: bool) -> Result<FairCase> {
+    let pairs = [(ROMEO, JULIET), (ROMEO2, JULIET2)];
+    let seed = if classic { 0x5EED_0401 } else { 0x5EED_0400 };
+    let relay = MultiRelay::start(gshare_wan(0.0, 0.0, seed), pairs.len())?;
+    let mut outs = Vec::new();
+    let mut rxs = Vec::new();
+    let mut txs = Vec::new();
+    let spawned = (|| -> Result<Instant> {
+        for (i, &pair) in pairs.iter().enumerate() {
+            ctx.pair = pair;
+            let out = ctx.fresh_dir("fair-out")?;
+            rxs.push(ctx.receiver(&out, true, Some(relay.addr_b(i)))?);
+            outs.push(out);
+        }
+        let started = Instant::now();
+        for (i, &pair) in pairs.iter().enumerate() {
+            ctx.pair = pair;
+            ctx.classic_sender = classic && i == 1;
+            txs.push(ctx.sender(&input.path, Some(relay.addr_a(i)))?);
+        }
+        Ok(started)
+    })();
+    ctx.pair = (ROMEO, JULIET);
+    ctx.classic_sender = false;
+    let started = spawned?;
+    // The transfers end by being killed (also when something fails).
+    let stop = |txs: &mut Vec<Proc>, rxs: &mut Vec<Proc>| -> Result<Vec<(Usage, Usage)>> {
+        for p in txs.iter_mut().chain(rxs.iter_mut()) {
+            p.kill();
+        }
+        let mut u = Vec::new();
+        for (tx, rx) in txs.iter_mut().zip(rxs.iter_mut()) {
+            u.push((
+                tx.wait(Duration::from_secs(10))?,
+                rx.wait(Duration::from_secs(10))?,
+            ));
+        }
+        Ok(u)
+    };
+    let measured = (|| -> Result<(f64, Vec<RelayStats>, Vec<RelayStats>, f64)> {
+        // Any process that ends before the window does: an error, or a file
+        // too small for the window.
+        let check = |txs: &mut Vec<Proc>, rxs: &mut Vec<Proc>| -> Result<()> {
+            for (i, (tx, rx)) in txs.iter_mut().zip(rxs.iter_mut()).enumerate() {
+                let ended = [("send", tx.exited()), ("receive", rx.exited())];
+                if let Some((who, Some(u))) = ended.into_iter().find(|(_, u)| u.is_some()) {
+                    bail!(
+                        "fairness flow {}: gshare {who} ended (exit {}) before the window did; \
+                         sender {}; receiver {}",
+                        i + 1,
+                        u.code,
+                        tx.diagnostics(),
+                        rx.diagnostics()
+                    );
+                }
+            }
+            Ok(())
+        };
+        // Both flows are running once each has moved 1 MB of data.
+        let deadline = started + Duration::from_secs(90);
+        loop {
+            check(&mut txs, &mut rxs)?;
+            if relay
+                .stats()
+                .iter()
+                .all(|s| s.a_to_b.delivered_bytes >= 1_000_000)
+            {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "fairness: the two flows were not both moving data within 90 s ({:?})",
+                    relay.stats()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ramp = started.elapsed().as_secs_f64();
+        relay.reset_max();
+        let t0 = Instant::now();
+        let s0 = relay.stats();
+        while t0.elapsed() < sizes.fair_window {
+            check(&mut txs, &mut rxs)?;
+            std::thread::sleep(
+                Duration::from_millis(100).min(sizes.fair_window.saturating_sub(t0.elapsed())),
+            );
+        }
+        let s1 = relay.stats();
+        let secs = t0.elapsed().as_secs_f64();
+        check(&mut txs, &mut rxs)?;
+        Ok((ramp, s0, s1, secs))
+    })();
+    let usage = stop(&mut txs, &mut rxs);
+    for out in &outs {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    let (ramp_secs, s0, s1, window_secs) = measured?;
+    let usage = usage?;
+    let flows = pairs
+        .iter()
+        .enumerate()
+        .zip(usage)
+        .map(|((i, (from, to)), (send, recv))| FairFlow {
+            accounts: format!("{} → {}", from.0, to.0),
+            sender: if classic && i == 1 {
+                "classic"
+            } else {
+                "model-based"
+            },
+            window: window_of(&s0[i].a_to_b, &s1[i].a_to_b),
+            send,
+            recv,
+        })
+        .collect();
+    let link = window_of(&RelayStats::sum(&s0).a_to_b, &RelayStats::sum(&s1).a_to_b);
+    Ok(FairCase {
+        classic,
+        flows,
+        ramp_secs,
+        window_secs,
+        link,
+    })
+}
+
+fn report_fair(
+    sizes: &Sizes,
+    cases: &[FairCase],
+    report: &mut String,
+    targets: &mut Vec<Target>,
+    js: &mut Value,
+) {
+    let queue = gshare_wan(0.0, 0.0, 0).a_to_b.queue;
+    let _ = writeln!(
+        report,
+        "\n8. Fairness: two gshare transfers at once through ONE emulated link ({} Mbit/s, {} ms RTT,\n\
+         \x20  drop-tail queue of one BDP = {} bytes, 0 % loss), {} file each; shares over a {:.0} s window\n\
+         \x20  once both flows move data (the relay's per-flow counters), then both are killed\n\
+         \x20  {:<36} {:>16} {:>16} {:>9} {:>17} {:>13}\n\
+         \x20  {:<36} {:>16} {:>16} {:>9} {:>17} {:>13}",
+        WAN_RATE / 1_000_000,
+        WAN_RTT.as_millis(),
+        queue,
+        size_label(sizes.fair_file),
+        sizes.fair_window.as_secs_f64(),
+        "case",
+        "flow 1",
+        "flow 2",
+        "link",
+        "queue delay ms",
+        "queue drops",
+        "",
+        "MB/s (share)",
+        "MB/s (share)",
+        "used",
+        "mean / max",
+        "flow 1 / 2",
+    );
+    let mut rows = Vec::new();
+    for c in cases {
+        let name = if c.classic {
+            "gshare beside a classic-mode flow"
+        } else {
+            "two gshare flows (model-based ×2)"
+        };
+        let _ = writeln!(
+            report,
+            "   {name:<36} {:>16} {:>16} {:>8.1}% {:>17} {:>13}",
+            format!("{} ({:.1} %)", f2(c.rate(0)), c.share(0) * 100.0),
+            format!("{} ({:.1} %)", f2(c.rate(1)), c.share(1) * 100.0),
+            c.utilisation() * 100.0,
+            format!("{} / {}", f1(c.mean_queue_ms()), f1(c.max_queue_ms())),
+            format!(
+                "{} / {}",
+                c.flows[0].window.queue_drops, c.flows[1].window.queue_drops
+            ),
+        );
+        rows.push(json!({
+            "case": name,
+            "window_seconds": c.window_secs,
+            "ramp_seconds": c.ramp_secs,
+            "link_utilisation": c.utilisation(),
+            "mean_queue_delay_ms": c.mean_queue_ms(),
+            "max_queue_delay_ms": c.max_queue_ms(),
+            "flows": c.flows.iter().enumerate().map(|(i, f)| json!({
+                "accounts": f.accounts,
+                "sender": f.sender,
+                "window_bytes": f.window.delivered_bytes,
+                "share": c.share(i),
+                "mb_per_s": c.rate(i),
+                "queue_drops": f.window.queue_drops,
+                "mean_queue_delay_ms": f.window.mean_queue_delay().as_secs_f64() * 1e3,
+                "send": usage_json(&f.send, f.window.delivered_bytes),
+                "recv": usage_json(&f.recv, f.window.delivered_bytes),
+            })).collect::<Vec<_>>(),
+        }));
+        if c.classic {
+            continue;
+        }
+        let (a, b) = (c.share(0) * 100.0, c.share(1) * 100.0);
+        // The shares add up to 100 %: both are within 35–65 % exactly when
+        // the smaller one is ≥ 35 %.
+        targets.push(target(
+            "fair: two gshare flows, each 35–65 % (issue 14)",
+            a.min(b),
+            35.0,
+            true,
+            format!("{a:.1} % / {b:.1} %"),
+        ));
+        let mean = c.mean_queue_ms();
+        targets.push(target(
+            "fair: mean queueing delay added ≤ 1 RTT (50 ms)",
+            mean,
+            WAN_RTT.as_secs_f64() * 1e3,
+            false,
+            format!("{mean:.1} ms (max {:.1} ms)", c.max_queue_ms()),
+        ));
+    }
+    let _ = writeln!(
+        report,
+        "   (gshare ↔ gshare encrypted; flow 2 of the second row sends with the hidden --classic-sender,\n\
+         \x20   the Reno-family controller: its shares are reported, not judged; queue delay = leaving the\n\
+         \x20   shared queue − arriving, data direction; a full one-BDP queue adds {:.0} ms, the most any\n\
+         \x20   packet can wait here; shares of bytes delivered by the relay; link used counts 28-byte\n\
+         \x20   IP/UDP headers)",
+        queue as f64 * 8.0 / WAN_RATE as f64 * 1e3,
+    );
+    js["fair"] = json!({
+        "rate_bps": WAN_RATE, "rtt_ms": WAN_RTT.as_millis() as u64, "queue_bytes": queue,
+        "file_bytes": sizes.fair_file, "window_seconds": sizes.fair_window.as_secs_f64(),
+        "cases": rows,
+    });
 }
 
 struct Ttfb {
@@ -2107,11 +2458,13 @@ fn run() -> Result<i32> {
         last_send_log: PathBuf::new(),
         ice_log: false,
         jingle: None,
+        pair: (ROMEO, JULIET),
+        classic_sender: false,
     };
 
-    // Sections 1..=7 in print order, whatever order they run in.
-    let mut sections: [String; 8] = Default::default();
-    let mut targets: [Vec<Target>; 8] = Default::default();
+    // Sections 1..=8 in print order, whatever order they run in.
+    let mut sections: [String; 9] = Default::default();
+    let mut targets: [Vec<Target>; 9] = Default::default();
     let mut js = json!({
         "mode": if o.smoke { "smoke" } else { "full" },
         "rounds": o.rounds,
@@ -2151,8 +2504,8 @@ fn run() -> Result<i32> {
         };
         let _ = std::fs::remove_file(&bulk.path);
         let _ = std::fs::remove_file(&small.path);
-        let [_, s1, _, _, s4, _, _, _] = &mut sections;
-        let [_, t1, _, _, t4, _, _, _] = &mut targets;
+        let [_, s1, _, _, s4, _, _, _, _] = &mut sections;
+        let [_, t1, _, _, t4, _, _, _, _] = &mut targets;
         report_loopback(&o, &sizes, &lb, (s1, s4), (t1, t4), &mut js);
     }
 
@@ -2247,6 +2600,40 @@ fn run() -> Result<i32> {
     if o.wants("jingle") {
         let j = run_jingle(&mut ctx, &o, &sizes)?;
         report_jingle(&o, &sizes, &j, &mut sections[7], &mut targets[7], &mut js);
+    }
+
+    // 8: fairness, two flows through one bottleneck.
+    if o.wants("fair") {
+        for (user, password) in [ROMEO2, JULIET2] {
+            ctx.prosody.register(user, password);
+        }
+        let input = make_input(&ctx.work, "fair.bin", sizes.fair_file, 8)?;
+        let mut cases = Vec::new();
+        for classic in [false, true] {
+            progress(&format!(
+                "fairness: two gshare flows{} through one 100 Mbit/s 50 ms link, {} each, {:.0} s window",
+                if classic {
+                    " (the second --classic-sender)"
+                } else {
+                    ""
+                },
+                size_label(input.size),
+                sizes.fair_window.as_secs_f64()
+            ));
+            let c = run_fair(&mut ctx, &sizes, &input, classic)?;
+            progress(&format!(
+                "  {:.2} MB/s ({:.1} %) + {:.2} MB/s ({:.1} %), queue delay mean {:.1} ms, link {:.1} %",
+                c.rate(0),
+                c.share(0) * 100.0,
+                c.rate(1),
+                c.share(1) * 100.0,
+                c.mean_queue_ms(),
+                c.utilisation() * 100.0
+            ));
+            cases.push(c);
+        }
+        let _ = std::fs::remove_file(&input.path);
+        report_fair(&sizes, &cases, &mut sections[8], &mut targets[8], &mut js);
     }
 
     // Targets.

@@ -109,6 +109,11 @@ pub struct GlobalArgs {
     /// the relayed path on one host).
     #[arg(long, global = true, hide = true)]
     pub relay_only: bool,
+    /// Send with the classic Reno-family PseudoTCP sender even to a gshare
+    /// peer, instead of the model-based one (benchmarks: a classic flow
+    /// beside a model-based one through the same bottleneck).
+    #[arg(long, global = true, hide = true)]
+    pub classic_sender: bool,
     /// Session timeout in seconds: no answer, no accept or no working path
     /// within it ends the session.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 50)]
@@ -296,6 +301,7 @@ impl GlobalArgs {
             no_encryption: self.no_encryption,
             jingle_transports: self.jingle_transport.into(),
             relay_only: self.relay_only,
+            classic_sender: self.classic_sender,
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct ChannelSpec {
     pub advertise: Option<SocketAddr>,
     /// `--relay-only`: only relay candidates (needs a TURN server).
     pub relay_only: bool,
+    /// `--classic-sender`: the classic Reno-family PseudoTCP sender instead
+    /// of the model-based one.
+    pub classic_sender: bool,
 }
 
 impl ChannelSpec {
@@ -102,6 +105,7 @@ impl ChannelSpec {
             connect_timeout: common.timeout,
             advertise: common.advertise,
             relay_only: common.relay_only,
+            classic_sender: common.classic_sender,
         })
     }
 
@@ -550,7 +554,13 @@ where
                 .map_err(|e| format!("no working network path: {e}"))?;
             let stream = tokio::time::timeout(
                 spec.connect_timeout,
-                PseudoTcpStream::connect(IceIo(ice), pseudotcp::Config::default()),
+                PseudoTcpStream::connect(
+                    IceIo(ice),
+                    pseudotcp::Config {
+                        model_based: !spec.classic_sender,
+                        ..pseudotcp::Config::default()
+                    },
+                ),
             )
             .await
             .map_err(|_| "PseudoTCP did not connect in time".to_string())?

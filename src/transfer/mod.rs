@@ -105,6 +105,9 @@ pub struct CommonOptions {
     /// Hidden `--relay-only`: announce only TURN relay candidates
     /// (benchmarks and tests of the relayed path).
     pub relay_only: bool,
+    /// Hidden `--classic-sender`: our PseudoTCP sender is the classic
+    /// Reno-family one even with a gshare peer (benchmarks of fairness).
+    pub classic_sender: bool,
 }
 
 /// Which Jingle transports to offer and try (tests of each path).

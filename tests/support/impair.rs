@@ -1,4 +1,4 @@
-//! An impairment relay for two UDP peers on loopback: one-way delay, random
+//! An impairment relay for pairs of UDP peers on loopback: one-way delay, random
 //! loss, reordering and a bandwidth cap (token bucket + drop-tail queue) per
 //! direction, all decided by a seeded generator, so benchmarks and tests can
 //! put a wide-area link between two real processes.
@@ -26,6 +26,13 @@
 //! the TCP MSS — the relay lowers the "largest datagram" field of gshare's
 //! private PseudoTCP CONNECT option to `clamp_datagram` (1400, what gshare
 //! picks itself on a 1500-byte-MTU route).
+//!
+//! Several flows through one link ([`MultiRelay`]): N pairs of ports, each
+//! pair wired and learning its real addresses as above, all of them through
+//! ONE bottleneck per direction (the same token bucket, drop-tail queue,
+//! delay and loss draws), with counters per flow and the time each packet
+//! waited in the shared queue (fairness between real processes). [`Relay`]
+//! is the one-flow case.
 //!
 //! Timing: a dedicated thread sleeps in `ppoll` until the next packet is due
 //! (microsecond timers, no runtime), so delays are exact to a few tens of µs.
@@ -153,6 +160,45 @@ pub struct DirectionStats {
     pub max_datagram: usize,
     /// Most bytes ever waiting in the bottleneck queue.
     pub max_queue: usize,
+    /// Datagrams that went through the bottleneck (admitted, to be
+    /// delivered): what `queue_delay` is summed over.
+    pub shaped: u64,
+    /// Sum over those datagrams of the time the bottleneck added: leaving
+    /// the queue minus arriving (waiting for tokens; serialization and the
+    /// propagation delay are not counted).
+    pub queue_delay: Duration,
+    /// The longest such wait since the start or the last
+    /// [`MultiRelay::reset_max`].
+    pub max_queue_delay: Duration,
+}
+
+impl DirectionStats {
+    /// Mean time the bottleneck added per datagram.
+    pub fn mean_queue_delay(&self) -> Duration {
+        match u32::try_from(self.shaped) {
+            Ok(0) => Duration::ZERO,
+            Ok(n) => self.queue_delay / n,
+            Err(_) => Duration::from_secs_f64(self.queue_delay.as_secs_f64() / self.shaped as f64),
+        }
+    }
+
+    /// Adds `o`'s counters to these (maxima: the larger).
+    pub fn add(&mut self, o: &DirectionStats) {
+        self.received += o.received;
+        self.delivered += o.delivered;
+        self.delivered_bytes += o.delivered_bytes;
+        self.unrouted += o.unrouted;
+        self.lost += o.lost;
+        self.queue_drops += o.queue_drops;
+        self.oversize += o.oversize;
+        self.reordered += o.reordered;
+        self.clamped += o.clamped;
+        self.max_datagram = self.max_datagram.max(o.max_datagram);
+        self.max_queue = self.max_queue.max(o.max_queue);
+        self.shaped += o.shaped;
+        self.queue_delay += o.queue_delay;
+        self.max_queue_delay = self.max_queue_delay.max(o.max_queue_delay);
+    }
 }
 
 /// Counters of both directions.
@@ -162,37 +208,37 @@ pub struct RelayStats {
     pub b_to_a: DirectionStats,
 }
 
-/// A running relay; stopped (thread joined) on drop.
+impl RelayStats {
+    /// The sum of several flows' counters (maxima: the largest).
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a RelayStats>) -> RelayStats {
+        let mut t = RelayStats::default();
+        for s in all {
+            t.a_to_b.add(&s.a_to_b);
+            t.b_to_a.add(&s.b_to_a);
+        }
+        t
+    }
+}
+
+/// A running relay for one pair of peers; stopped (thread joined) on drop.
+/// The one-flow case of [`MultiRelay`].
 pub struct Relay {
     /// The port peer A announces (packets for A arrive here from B).
     pub port_a: u16,
     /// The port peer B announces.
     pub port_b: u16,
-    stats: Arc<Mutex<RelayStats>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    inner: MultiRelay,
 }
 
 impl Relay {
     /// Binds PA and PB on 127.0.0.1 and starts forwarding on its own thread.
     pub fn start(config: ImpairConfig) -> io::Result<Relay> {
-        let a = bind_loopback()?;
-        let b = bind_loopback()?;
-        let port_a = a.local_addr()?.port();
-        let port_b = b.local_addr()?.port();
-        let stats = Arc::new(Mutex::new(RelayStats::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut engine = Engine::new(config, a, b, stats.clone());
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("impair-relay".into())
-            .spawn(move || engine.run(&stop2))?;
+        let inner = MultiRelay::start(config, 1)?;
+        let (port_a, port_b) = inner.ports(0);
         Ok(Relay {
             port_a,
             port_b,
-            stats,
-            stop,
-            thread: Some(thread),
+            inner,
         })
     }
 
@@ -203,24 +249,110 @@ impl Relay {
 
     /// `127.0.0.1:PA`, for peer A's `--advertise`.
     pub fn addr_a(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port_a))
+        self.inner.addr_a(0)
     }
 
     /// `127.0.0.1:PB`, for peer B's `--advertise`.
     pub fn addr_b(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port_b))
+        self.inner.addr_b(0)
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> RelayStats {
+        self.inner.total()
+    }
+}
+
+/// A running relay for `N` pairs of peers (flows) through ONE bottleneck
+/// per direction: flow `i` has its own ports PA/PB and learns its own real
+/// addresses exactly like [`Relay`], but every flow's packets from A to B
+/// go through the same [`Shaper`] (token bucket, drop-tail queue, delay,
+/// loss), and likewise from B to A — a shared link. Counters are kept per
+/// flow. Stopped (thread joined) on drop.
+pub struct MultiRelay {
+    /// `(PA, PB)` of each flow.
+    ports: Vec<(u16, u16)>,
+    stats: Arc<Mutex<Vec<RelayStats>>>,
+    stop: Arc<AtomicBool>,
+    reset_max: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MultiRelay {
+    /// Binds `flows` pairs of ports on 127.0.0.1 and starts forwarding on
+    /// its own thread.
+    pub fn start(config: ImpairConfig, flows: usize) -> io::Result<MultiRelay> {
+        let mut socks = Vec::with_capacity(flows);
+        let mut ports = Vec::with_capacity(flows);
+        for _ in 0..flows.max(1) {
+            let a = bind_loopback()?;
+            let b = bind_loopback()?;
+            ports.push((a.local_addr()?.port(), b.local_addr()?.port()));
+            socks.push((a, b));
+        }
+        let stats = Arc::new(Mutex::new(vec![RelayStats::default(); ports.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reset_max = Arc::new(AtomicBool::new(false));
+        let mut engine = Engine::new(config, socks, stats.clone(), reset_max.clone());
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("impair-relay".into())
+            .spawn(move || engine.run(&stop2))?;
+        Ok(MultiRelay {
+            ports,
+            stats,
+            stop,
+            reset_max,
+            thread: Some(thread),
+        })
+    }
+
+    /// How many flows.
+    pub fn flows(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// `(PA, PB)` of flow `i`.
+    pub fn ports(&self, i: usize) -> (u16, u16) {
+        self.ports[i]
+    }
+
+    /// `127.0.0.1:PA` of flow `i`, for its peer A's `--advertise`.
+    pub fn addr_a(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports[i].0))
+    }
+
+    /// `127.0.0.1:PB` of flow `i`, for its peer B's `--advertise`.
+    pub fn addr_b(&self, i: usize) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports[i].1))
+    }
+
+    /// A snapshot of every flow's counters, in flow order.
+    pub fn stats(&self) -> Vec<RelayStats> {
         match self.stats.lock() {
-            Ok(s) => *s,
-            Err(p) => *p.into_inner(),
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// All flows' counters added up (the shared link's).
+    pub fn total(&self) -> RelayStats {
+        RelayStats::sum(&self.stats())
+    }
+
+    /// Starts the `max_queue_delay` counters afresh (e.g. at the start of
+    /// a measuring window). Returns once the relay has done it (within one
+    /// wake-up, ≤ 50 ms), so every datagram sent afterwards counts.
+    pub fn reset_max(&self) {
+        self.reset_max.store(true, Ordering::Release);
+        let until = Instant::now() + Duration::from_secs(1);
+        while self.reset_max.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
 
-impl Drop for Relay {
+impl Drop for MultiRelay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -256,6 +388,8 @@ pub enum Verdict {
 }
 
 /// The per-direction model: decisions and bottleneck state, no sockets.
+/// Flow-blind: sharing one `Shaper` among several flows is what makes them
+/// share a link.
 #[derive(Debug)]
 pub struct Shaper {
     cfg: LinkDirection,
@@ -266,6 +400,8 @@ pub struct Shaper {
     /// (departure, bytes) of packets still waiting for the bottleneck.
     waiting: VecDeque<(Instant, usize)>,
     waiting_bytes: usize,
+    /// How long the last delivered packet waited in the queue.
+    last_wait: Duration,
 }
 
 impl Shaper {
@@ -277,6 +413,7 @@ impl Shaper {
             tat: None,
             waiting: VecDeque::new(),
             waiting_bytes: 0,
+            last_wait: Duration::ZERO,
         }
     }
 
@@ -290,6 +427,13 @@ impl Shaper {
             self.waiting_bytes -= n;
         }
         self.waiting_bytes
+    }
+
+    /// How long the packet of the last `Verdict::Deliver` waits in the
+    /// queue for the bottleneck (leaving the queue minus arriving; zero
+    /// when it finds enough tokens, or without a rate limit).
+    pub fn last_queue_delay(&self) -> Duration {
+        self.last_wait
     }
 
     /// Decides the fate of a `len`-byte datagram arriving at `now`.
@@ -306,6 +450,7 @@ impl Shaper {
             return Verdict::Lost;
         }
         let mut at = now;
+        self.last_wait = Duration::ZERO;
         if let Some(bps) = self.cfg.rate_bps.filter(|&r| r > 0) {
             let per_byte = 8.0 / bps as f64;
             let service = Duration::from_secs_f64(wire as f64 * per_byte);
@@ -321,6 +466,7 @@ impl Shaper {
                 self.waiting.push_back((depart, wire));
                 self.waiting_bytes += wire;
             }
+            self.last_wait = depart - now;
             at = depart + service;
         }
         at += self.cfg.delay;
@@ -335,6 +481,7 @@ impl Shaper {
 struct Pending {
     at: Instant,
     seq: u64,
+    flow: usize,
     to_b: bool,
     data: Vec<u8>,
 }
@@ -356,44 +503,87 @@ impl Ord for Pending {
     }
 }
 
-struct Engine {
+/// One flow's sockets and the real addresses it learned.
+struct Flow {
     sock_a: UdpSocket,
     sock_b: UdpSocket,
     /// Real address of A (learned at PB) and of B (learned at PA).
     real_a: Option<SocketAddr>,
     real_b: Option<SocketAddr>,
+}
+
+struct Engine {
+    flows: Vec<Flow>,
+    /// The shared bottleneck of each direction.
     to_b: Shaper,
     to_a: Shaper,
     clamp: Option<u16>,
     heap: BinaryHeap<Pending>,
     seq: u64,
-    local: RelayStats,
-    shared: Arc<Mutex<RelayStats>>,
+    local: Vec<RelayStats>,
+    shared: Arc<Mutex<Vec<RelayStats>>>,
+    reset_max: Arc<AtomicBool>,
     spare: Vec<Vec<u8>>,
+    /// The flow whose sockets are read first on the next wake-up.
+    first: usize,
 }
 
 impl Engine {
-    fn new(cfg: ImpairConfig, a: UdpSocket, b: UdpSocket, shared: Arc<Mutex<RelayStats>>) -> Self {
+    fn new(
+        cfg: ImpairConfig,
+        socks: Vec<(UdpSocket, UdpSocket)>,
+        shared: Arc<Mutex<Vec<RelayStats>>>,
+        reset_max: Arc<AtomicBool>,
+    ) -> Self {
         let seed = cfg.seed;
+        let n = socks.len();
         Engine {
-            sock_a: a,
-            sock_b: b,
-            real_a: None,
-            real_b: None,
+            flows: socks
+                .into_iter()
+                .map(|(sock_a, sock_b)| Flow {
+                    sock_a,
+                    sock_b,
+                    real_a: None,
+                    real_b: None,
+                })
+                .collect(),
             to_b: Shaper::new(cfg.a_to_b, cfg.mtu, seed ^ 0xA2B),
             to_a: Shaper::new(cfg.b_to_a, cfg.mtu, seed ^ 0xB2A),
             clamp: cfg.clamp_datagram,
             heap: BinaryHeap::new(),
             seq: 0,
-            local: RelayStats::default(),
+            local: vec![RelayStats::default(); n],
             shared,
+            reset_max,
             spare: Vec::new(),
+            first: 0,
         }
     }
 
     fn run(&mut self, stop: &AtomicBool) {
         let mut buf = vec![0u8; 65536];
+        let mut fds: Vec<libc::pollfd> = self
+            .flows
+            .iter()
+            .flat_map(|f| [f.sock_a.as_raw_fd(), f.sock_b.as_raw_fd()])
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let n = self.flows.len();
+        // Sockets that may still hold datagrams: (flow, at_b).
+        let mut open: Vec<(usize, bool)> = Vec::with_capacity(2 * n);
         while !stop.load(Ordering::Relaxed) {
+            if self.reset_max.load(Ordering::Acquire) {
+                for s in &mut self.local {
+                    s.a_to_b.max_queue_delay = Duration::ZERO;
+                    s.b_to_a.max_queue_delay = Duration::ZERO;
+                }
+                self.publish();
+                self.reset_max.store(false, Ordering::Release);
+            }
             let now = Instant::now();
             let wait = self
                 .heap
@@ -402,22 +592,34 @@ impl Engine {
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
             if !wait.is_zero() {
-                poll_two(&self.sock_a, &self.sock_b, wait);
+                poll_all(&mut fds, wait);
             }
             let mut changed = false;
-            for at_b in [true, false] {
-                loop {
-                    let sock = if at_b { &self.sock_b } else { &self.sock_a };
+            // Round-robin, one datagram per socket per turn, starting with
+            // a different flow each wake-up: no flow's backlog in the
+            // kernel gets to the shared queue ahead of the others'.
+            open.clear();
+            for k in 0..n {
+                let i = (self.first + k) % n;
+                open.push((i, true));
+                open.push((i, false));
+            }
+            self.first = (self.first + 1) % n;
+            while !open.is_empty() {
+                open.retain(|&(i, at_b)| {
+                    let f = &self.flows[i];
+                    let sock = if at_b { &f.sock_b } else { &f.sock_a };
                     match sock.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            self.arrive(at_b, from, &mut buf[..n]);
+                        Ok((len, from)) => {
+                            self.arrive(i, at_b, from, &mut buf[..len]);
                             changed = true;
+                            true
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        // ICMP port unreachable from an earlier send, etc.
-                        Err(_) => break,
+                        // WouldBlock, or an ICMP port unreachable from an
+                        // earlier send, etc.
+                        Err(_) => false,
                     }
-                }
+                });
             }
             changed |= self.deliver_due();
             if changed {
@@ -429,26 +631,29 @@ impl Engine {
 
     fn publish(&self) {
         match self.shared.lock() {
-            Ok(mut s) => *s = self.local,
-            Err(p) => *p.into_inner() = self.local,
+            Ok(mut s) => s.clone_from(&self.local),
+            Err(p) => p.into_inner().clone_from(&self.local),
         }
     }
 
-    /// A packet arrived at PB (`at_b`: from A, for B) or at PA (from B).
-    fn arrive(&mut self, at_b: bool, from: SocketAddr, data: &mut [u8]) {
+    /// A packet of flow `i` arrived at its PB (`at_b`: from A, for B) or at
+    /// its PA (from B).
+    fn arrive(&mut self, i: usize, at_b: bool, from: SocketAddr, data: &mut [u8]) {
         let now = Instant::now();
+        let flow = &mut self.flows[i];
         if at_b {
-            self.real_a = Some(from);
+            flow.real_a = Some(from);
         } else {
-            self.real_b = Some(from);
+            flow.real_b = Some(from);
         }
+        let routed = flow.real_a.is_some() && flow.real_b.is_some();
         let (shaper, stats) = if at_b {
-            (&mut self.to_b, &mut self.local.a_to_b)
+            (&mut self.to_b, &mut self.local[i].a_to_b)
         } else {
-            (&mut self.to_a, &mut self.local.b_to_a)
+            (&mut self.to_a, &mut self.local[i].b_to_a)
         };
         stats.received += 1;
-        if self.real_a.is_none() || self.real_b.is_none() {
+        if !routed {
             stats.unrouted += 1;
             return;
         }
@@ -465,6 +670,10 @@ impl Engine {
                 if reordered {
                     stats.reordered += 1;
                 }
+                let waited = shaper.last_queue_delay();
+                stats.shaped += 1;
+                stats.queue_delay += waited;
+                stats.max_queue_delay = stats.max_queue_delay.max(waited);
                 stats.max_queue = stats.max_queue.max(shaper.waiting_bytes);
                 let mut v = self.spare.pop().unwrap_or_default();
                 v.clear();
@@ -473,6 +682,7 @@ impl Engine {
                 self.heap.push(Pending {
                     at,
                     seq: self.seq,
+                    flow: i,
                     to_b: at_b,
                     data: v,
                 });
@@ -486,11 +696,12 @@ impl Engine {
         let mut any = false;
         while self.heap.peek().is_some_and(|p| p.at <= now) {
             let Some(p) = self.heap.pop() else { break };
+            let flow = &self.flows[p.flow];
             // To B: from PA to B's real address; to A: from PB to A's.
             let (sock, dest, stats) = if p.to_b {
-                (&self.sock_a, self.real_b, &mut self.local.a_to_b)
+                (&flow.sock_a, flow.real_b, &mut self.local[p.flow].a_to_b)
             } else {
-                (&self.sock_b, self.real_a, &mut self.local.b_to_a)
+                (&flow.sock_b, flow.real_a, &mut self.local[p.flow].b_to_a)
             };
             if let Some(dest) = dest
                 && sock.send_to(&p.data, dest).is_ok()
@@ -508,27 +719,21 @@ impl Engine {
     }
 }
 
-/// Waits until either socket is readable or `wait` passes (µs precision).
-fn poll_two(a: &UdpSocket, b: &UdpSocket, wait: Duration) {
-    let mut fds = [
-        libc::pollfd {
-            fd: a.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+/// Waits until any socket is readable or `wait` passes (µs precision).
+fn poll_all(fds: &mut [libc::pollfd], wait: Duration) {
     let ts = libc::timespec {
         tv_sec: wait.as_secs() as libc::time_t,
         tv_nsec: wait.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: two valid pollfds, a valid timespec, no signal mask change.
+    // SAFETY: `fds` is a valid slice of pollfds of that length, a valid
+    // timespec, no signal mask change.
     unsafe {
-        libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null());
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        );
     }
 }
 
