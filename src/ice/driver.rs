@@ -59,12 +59,17 @@ pub const MAX_RELAYS: usize = 2;
 
 /// Bytes TURN adds around a relayed datagram at most (a Send indication:
 /// header 20, XOR-PEER-ADDRESS 24 for IPv6, DATA header 4).
-const RELAY_OVERHEAD: usize = 48;
+pub const RELAY_OVERHEAD: usize = 48;
 
 /// Largest datagram (with TURN framing) sent through a relay even on
-/// loopback: coturn 4.6 drops relayed datagrams above about 8 KiB (measured
-/// on loopback: 8000 bytes pass, 9000 do not).
-const RELAY_MAX_DATAGRAM: usize = 8192;
+/// loopback. coturn reads every UDP datagram into a buffer of
+/// `UDP_STUN_BUFFER_SIZE` = 16 KiB (a compile-time constant, the same from
+/// 4.6 to 4.17, no option changes it): a ChannelData message longer than
+/// that is dropped, and a peer's datagram is cut to 16380 bytes of payload
+/// (measured on loopback with coturn 4.6.1, `tests/turn_coturn.rs`). With
+/// [`RELAY_OVERHEAD`] taken off, PseudoTCP sends 16336-byte datagrams
+/// through a relay on loopback.
+pub const RELAY_MAX_DATAGRAM: usize = 16384;
 
 /// A TURN server to allocate a relay candidate on (`--turn`, XEP-0215).
 #[derive(Clone, PartialEq, Eq)]
