@@ -15,18 +15,21 @@
 //! socket the allocation was made from; datagrams from the TURN server are
 //! unwrapped and handed to the agent as if they had arrived on the virtual
 //! socket from the peer. Checks and PseudoTCP thus run through the relay
-//! unchanged, and the agent prefers any working direct pair over it.
+//! unchanged, and the agent prefers any working direct pair over it. On a
+//! bound channel data costs no more copies than direct: ChannelData goes
+//! out as one vectored send (4-byte header, then the caller's datagram) and
+//! comes in unwrapped where it was received.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::ReadBuf;
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+use tokio::io::{Interest, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant as TokioInstant, Sleep};
@@ -568,6 +571,32 @@ impl IceChannel {
         let Some(sock) = self.sockets.get(r.socket) else {
             return Poll::Ready(Err(io::Error::other("relay socket missing")));
         };
+        if let Some(header) = r.client.channel_header(dest, datagram.len()) {
+            // ChannelData framed by a vectored send: header and payload
+            // leave as one datagram without being copied together first.
+            let server = SockAddr::from(r.client.server());
+            let parts = [IoSlice::new(&header), IoSlice::new(datagram)];
+            loop {
+                match sock.poll_send_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+                let sent = sock.try_io(Interest::WRITABLE, || {
+                    SockRef::from(sock).send_to_vectored(&parts, &server)
+                });
+                return match sent {
+                    // Readiness was stale: wait for it again.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Ok(_) => Poll::Ready(Ok(())),
+                    Err(e) if transient(&e) => {
+                        trace!(error = %e, "relay send dropped");
+                        Poll::Ready(Ok(()))
+                    }
+                    Err(e) => Poll::Ready(Err(e)),
+                };
+            }
+        }
         match sock.poll_send_ready(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -671,17 +700,16 @@ impl IceChannel {
     /// virtual socket. The payload replaces the datagram in `buf`.
     fn relay_datagram(&mut self, k: usize, buf: &mut ReadBuf<'_>, start: usize) -> Received {
         let t = now();
+        // Unwrapped where it lies: the payload moves to `start`, no copy
+        // into a fresh buffer, no allocation per datagram.
         let relayed = self.relays[k]
             .client
-            .handle_datagram(&buf.filled()[start..], t);
-        buf.set_filled(start);
-        let Some((peer, payload)) = relayed else {
+            .handle_datagram_in_place(&mut buf.filled_mut()[start..], t);
+        let Some((peer, len)) = relayed else {
+            buf.set_filled(start);
             return Received::Stun;
         };
-        if payload.len() > buf.remaining() {
-            return Received::Dropped;
-        }
-        buf.put_slice(&payload);
+        buf.set_filled(start + len);
         let index = self.relays[k].index;
         self.agent
             .handle_datagram(t, index, peer, &buf.filled()[start..])
