@@ -1815,7 +1815,7 @@ fn coturn_pid(server: &Coturn) -> Option<i32> {
 /// `RELAY_OVERHEAD`) and coturn's relayed-datagram cap (`RELAY_MAX_DATAGRAM`):
 /// the datagram size of a relayed pair on loopback, for the control row
 /// when the log did not say.
-const RELAYED_DATAGRAM: usize = 8192 - 48;
+const RELAYED_DATAGRAM: usize = 16384 - 48;
 
 fn run_turn(ctx: &mut Ctx, o: &Opts, sizes: &Sizes) -> Result<TurnRuns> {
     const USER: &str = "romeo";

@@ -446,3 +446,46 @@ async fn restarted_server_means_allocation_lost() {
     assert!(matches!(err, TurnError::AllocationLost { .. }), "{err:?}");
     assert!(err.to_string().contains("did not answer"), "{err}");
 }
+
+/// gshare's relay datagram cap (`RELAY_MAX_DATAGRAM`) is coturn's UDP read
+/// buffer, 16 KiB: ChannelData of exactly that size crosses both ways,
+/// one byte more from the client is dropped, and a peer's longer datagram
+/// is cut to the buffer less the 4-byte ChannelData header. Sent one at a
+/// time, so socket buffers play no part.
+#[tokio::test]
+async fn relayed_datagram_limit_is_coturns_16_kib_buffer() {
+    use gshare::ice::driver::RELAY_MAX_DATAGRAM;
+    let server = Coturn::start(Auth::Users(&[("alice", "s3cret")]), &[]);
+    let mut h = allocate(&server, "alice", "s3cret").await;
+    let relayed = h.allocated().unwrap_or_else(|| panic!("{:?}", h.events));
+    let peer_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = peer_sock.local_addr().unwrap();
+    let now = h.now();
+    h.client.allow_peer(peer, now).unwrap();
+    assert!(
+        h.run_until(Duration::from_secs(5), |h| h
+            .has(|e| matches!(e, TurnEvent::ChannelBound { .. })))
+            .await
+    );
+    let most = RELAY_MAX_DATAGRAM - 4;
+    let mut buf = vec![0u8; 65536];
+    for (size, up, down) in [
+        (most, Some(most), most),
+        (most + 1, None, most),
+        (60000, None, most),
+    ] {
+        h.client.send_to(peer, &vec![7u8; size]).unwrap();
+        h.flush().await;
+        let got = tokio::time::timeout(Duration::from_millis(500), peer_sock.recv_from(&mut buf))
+            .await
+            .ok()
+            .map(|r| r.unwrap().0);
+        assert_eq!(got, up, "client → peer, {size} bytes");
+        peer_sock.send_to(&vec![9u8; size], relayed).await.unwrap();
+        h.received.clear();
+        h.run_until(Duration::from_secs(2), |h| !h.received.is_empty())
+            .await;
+        let got = h.received.first().map(|(_, d)| d.len());
+        assert_eq!(got, Some(down), "peer → client, {size} bytes");
+    }
+}

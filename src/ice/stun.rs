@@ -743,6 +743,9 @@ pub mod channel_data {
     /// Highest channel number (RFC 8656 §12).
     pub const LAST_CHANNEL: u16 = 0x4fff;
 
+    /// Bytes of the ChannelData header (channel number, length).
+    pub const HEADER: usize = 4;
+
     /// Whether the first byte says ChannelData (top bits 01).
     pub fn looks_like(data: &[u8]) -> bool {
         data.first().is_some_and(|b| b & 0xc0 == 0x40)

@@ -421,17 +421,52 @@ impl TurnClient {
         }
     }
 
+    /// The 4-byte ChannelData header for `len` bytes to `peer`, if its
+    /// channel is bound: the caller sends header and payload as one
+    /// datagram to [`server`](Self::server) (a vectored send, so the payload
+    /// is never copied into a framed buffer). `None` before the channel is
+    /// bound, for a peer not allowed, or for more than 65535 bytes: then
+    /// [`send_to`](Self::send_to) frames it.
+    pub fn channel_header(&self, peer: SocketAddr, len: usize) -> Option<[u8; 4]> {
+        if self.state != State::Allocated {
+            return None;
+        }
+        let p = self.peers.get(&peer).filter(|p| p.bound)?;
+        let len = u16::try_from(len).ok()?;
+        let [c0, c1] = p.channel.to_be_bytes();
+        let [l0, l1] = len.to_be_bytes();
+        Some([c0, c1, l0, l1])
+    }
+
     /// A datagram that came from the server. Returns a relayed datagram
     /// (peer address, payload) if it carried one from an allowed peer.
     pub fn handle_datagram(&mut self, data: &[u8], now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
-        if channel_data::looks_like(data) {
-            let Some((channel, payload)) = channel_data::decode(data) else {
+        let mut buf = data.to_vec();
+        let (peer, len) = self.handle_datagram_in_place(&mut buf, now)?;
+        buf.truncate(len);
+        Some((peer, buf))
+    }
+
+    /// Like [`handle_datagram`](Self::handle_datagram), without allocating:
+    /// a relayed payload is moved to the front of `buf` (it is always
+    /// shorter than the datagram that carried it) and its length returned
+    /// with the peer's address. `buf` is scratch either way.
+    pub fn handle_datagram_in_place(
+        &mut self,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<(SocketAddr, usize)> {
+        if channel_data::looks_like(buf) {
+            let Some((channel, payload)) = channel_data::decode(buf) else {
                 self.garbage += 1;
                 return None;
             };
+            let len = payload.len();
             let peer = *self.channels.get(&channel)?;
-            return Some((peer, payload.to_vec()));
+            buf.copy_within(channel_data::HEADER..channel_data::HEADER + len, 0);
+            return Some((peer, len));
         }
+        let data: &[u8] = buf;
         let msg = match StunMessage::parse(data) {
             Ok(m) => m,
             Err(e) => {
@@ -448,9 +483,13 @@ impl TurnClient {
                 let peer = msg.xor_address(ATTR_XOR_PEER_ADDRESS)?;
                 let payload = msg.get(ATTR_DATA)?;
                 // The server only forwards permitted IPs; check anyway.
-                self.permissions
-                    .contains_key(&peer.ip())
-                    .then(|| (peer, payload.to_vec()))
+                if !self.permissions.contains_key(&peer.ip()) {
+                    return None;
+                }
+                // DATA lies inside the message: it fits.
+                let out = buf.get_mut(..payload.len())?;
+                out.copy_from_slice(payload);
+                Some((peer, payload.len()))
             }
             Class::Request => None,
             Class::Success | Class::Error => {
@@ -989,10 +1028,15 @@ mod tests {
             c.handle_datagram(&data(peer), now),
             Some((peer, b"hi".to_vec()))
         );
+        // In place: the payload moves to the front of the buffer.
+        let mut buf = data(peer);
+        assert_eq!(c.handle_datagram_in_place(&mut buf, now), Some((peer, 2)));
+        assert_eq!(&buf[..2], b"hi");
         let stranger: SocketAddr = "203.0.113.9:7000".parse().unwrap();
         assert_eq!(c.handle_datagram(&data(stranger), now), None);
         // Before the bind answer data goes as a Send indication, after as
         // ChannelData; unknown channels are dropped.
+        assert_eq!(c.channel_header(peer, 1), None);
         c.send_to(peer, b"x").unwrap();
         let send = request(&mut c);
         assert_eq!((send.method, send.class), (Method::Send, Class::Indication));
@@ -1009,10 +1053,23 @@ mod tests {
         );
         c.send_to(peer, b"x").unwrap();
         assert_eq!(c.poll_transmit().unwrap().contents, [0x40, 0, 0, 1, b'x']);
+        // The same header for a vectored send; none for a stranger or for
+        // more than ChannelData can frame.
+        assert_eq!(c.channel_header(peer, 1), Some([0x40, 0, 0, 1]));
+        assert_eq!(c.channel_header(peer, 16336), Some([0x40, 0, 0x3f, 0xd0]));
+        assert_eq!(c.channel_header(stranger, 1), None);
+        assert_eq!(c.channel_header(peer, 65536), None);
         assert_eq!(
             c.handle_datagram(&channel_data::encode(0x4000, b"yo"), now),
             Some((peer, b"yo".to_vec()))
         );
+        // In place, with TCP-style padding after the payload.
+        let mut buf = channel_data::encode(0x4000, b"yo!");
+        buf.push(0);
+        assert_eq!(c.handle_datagram_in_place(&mut buf, now), Some((peer, 3)));
+        assert_eq!(&buf[..3], b"yo!");
+        let mut short = vec![0x40, 0, 0, 9, 1, 2];
+        assert_eq!(c.handle_datagram_in_place(&mut short, now), None);
         assert_eq!(
             c.handle_datagram(&channel_data::encode(0x4001, b"yo"), now),
             None
