@@ -1092,6 +1092,10 @@ struct Loopback {
     /// sender's hidden `--no-encryption`.
     gshare: Vec<Run>,
     plain: Vec<Run>,
+    /// The same encrypted transfer with the sender's hidden
+    /// `--classic-sender` (the Reno-family controller): issue 14's "no
+    /// regression on loopback" is judged against it.
+    classic: Vec<Run>,
     tcp: Vec<Run>,
     nice: Vec<Run>,
     scp: Vec<Run>,
@@ -1128,6 +1132,12 @@ fn run_loopback(ctx: &mut Ctx, o: &Opts, bulk: &Input, small: Option<&Input>) ->
         let r = r?;
         progress(&format!("  gshare (plaintext) {:.1} MB/s", r.rate()));
         lb.plain.push(r);
+        ctx.classic_sender = true;
+        let r = gshare_transfer(ctx, &bulk.path, &bulk.sha, None, budget);
+        ctx.classic_sender = false;
+        let r = r?;
+        progress(&format!("  gshare (classic sender) {:.1} MB/s", r.rate()));
+        lb.classic.push(r);
         let r = tcp_transfer(ctx, &bulk.path, &bulk.sha)?;
         progress(&format!("  kernel TCP {:.1} MB/s", r.rate()));
         lb.tcp.push(r);
@@ -2740,6 +2750,7 @@ fn report_loopback(
         for (name, runs) in [
             ("gshare (encrypted: TLS 1.3)", g),
             ("gshare, not encrypted (--no-encryption ×2)", &lb.plain),
+            ("gshare, classic sender (--classic-sender)", &lb.classic),
             ("kernel TCP (ceiling)", &lb.tcp),
             ("libnice PseudoTCP", &lb.nice),
             ("scp (OpenSSH)", &lb.scp),
@@ -2788,6 +2799,7 @@ fn report_loopback(
             "   (libnice: two nice_file agents, file to file, no XMPP; scp: default cipher, private sshd;\n\
              \x20   kernel TCP: 256 KiB read/write copier; wall = the sending command; RSS = max over rounds;\n\
              \x20   not encrypted: hidden --no-encryption on send and receive, same rounds;\n\
+             \x20   classic sender: encrypted, the sender's hidden --classic-sender (Reno family), same rounds;\n\
              \x20   gshare accepted → done {} s median)",
             f2(median(
                 &g.iter()
@@ -2799,6 +2811,14 @@ fn report_loopback(
         let vs_nice = ratio_med(&lb.nice);
         let vs_tcp = ratio_med(&lb.tcp);
         let vs_plain = ratio_med(&lb.plain);
+        let vs_classic = ratio_med(&lb.classic);
+        targets.push(target(
+            "loopback: model-based sender ≥ 90 % of the classic one (same run; issue 14)",
+            vs_classic * 100.0,
+            90.0,
+            true,
+            format!("{:.1} %", vs_classic * 100.0),
+        ));
         targets.push(target(
             "loopback: encrypted gshare ≥ 80 % of plaintext gshare (same run)",
             vs_plain * 100.0,
