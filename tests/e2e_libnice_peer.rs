@@ -121,14 +121,7 @@ async fn gshare_send_to_a_seed_peer_over_libnice() {
         ),
     )
     .await;
-    seed.set(
-        &romeo,
-        &format!(
-            r#"{}<description xmlns="{NS_SHARE}"><manifest/><protocol><http/></protocol></description></session>"#,
-            session_open("accept", &sid, &initiator)
-        ),
-    )
-    .await;
+    seed.set(&romeo, &accept(&sid, &initiator)).await;
     let channel = "private-1";
     // The libnice side is the HTTP client, GETs exactly as §D.1: first the
     // preview (libjingle asks for one; gshare has none: 404), then the file
@@ -364,11 +357,7 @@ async fn seed_peer_sends_to_gshare_receive(bare_initiator: bool) {
     // 1. initiate, exactly the seed's shape.
     seed.set(
         &juliet,
-        &format!(
-            r#"{}<description xmlns="{NS_SHARE}"><manifest><file size="{SIZE}"><name>{}</name></file></manifest><protocol><http><url name="source-path">{source_path}</url><url name="preview-path">{preview_path}</url></http></protocol></description><transport xmlns="{NS_P2P}"/></session>"#,
-            session_open("initiate", &sid, &initiator),
-            xml_escape(NAME)
-        ),
+        &initiate_file(&sid, &initiator, NAME, SIZE, &source_path, &preview_path),
     )
     .await;
 

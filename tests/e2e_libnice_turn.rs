@@ -197,14 +197,7 @@ async fn relayed_gshare_sends_to_the_libnice_seed_peer() {
         ),
     )
     .await;
-    seed.set(
-        &romeo,
-        &format!(
-            r#"{}<description xmlns="{NS_SHARE}"><manifest/><protocol><http/></protocol></description></session>"#,
-            session_open("accept", &sid, &initiator)
-        ),
-    )
-    .await;
+    seed.set(&romeo, &accept(&sid, &initiator)).await;
     let channel = "private-1";
     let mut nice = NicePeer::spawn(&NiceOptions {
         reliable: true,
@@ -361,11 +354,7 @@ async fn libnice_seed_peer_sends_to_relayed_gshare() {
 
     seed.set(
         &juliet,
-        &format!(
-            r#"{}<description xmlns="{NS_SHARE}"><manifest><file size="{SIZE}"><name>{}</name></file></manifest><protocol><http><url name="source-path">{source_path}</url><url name="preview-path">{preview_path}</url></http></protocol></description><transport xmlns="{NS_P2P}"/></session>"#,
-            session_open("initiate", &sid, &initiator),
-            xml_escape(NAME)
-        ),
+        &initiate_file(&sid, &initiator, NAME, SIZE, &source_path, &preview_path),
     )
     .await;
     // transport-accept, accept, info channel.

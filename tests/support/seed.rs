@@ -194,6 +194,31 @@ pub fn session_open(action: &str, sid: &str, initiator: &str) -> String {
     )
 }
 
+/// The seed's `initiate` offering one file (step 1): manifest, HTTP
+/// source and preview paths, an empty p2p transport.
+pub fn initiate_file(
+    sid: &str,
+    initiator: &str,
+    name: &str,
+    size: u64,
+    source_path: &str,
+    preview_path: &str,
+) -> String {
+    format!(
+        r#"{}<description xmlns="{NS_SHARE}"><manifest><file size="{size}"><name>{}</name></file></manifest><protocol><http><url name="source-path">{source_path}</url><url name="preview-path">{preview_path}</url></http></protocol></description><transport xmlns="{NS_P2P}"/></session>"#,
+        session_open("initiate", sid, initiator),
+        xml_escape(name)
+    )
+}
+
+/// The seed's `accept` (step 4): an empty manifest and HTTP protocol.
+pub fn accept(sid: &str, initiator: &str) -> String {
+    format!(
+        r#"{}<description xmlns="{NS_SHARE}"><manifest/><protocol><http/></protocol></description></session>"#,
+        session_open("accept", sid, initiator)
+    )
+}
+
 /// A seed-shaped transport-info with one candidate (step 5). `seed_5a`:
 /// the sender's form (`type="host"`, `password=""`); otherwise the
 /// receiver's (`type="local"` and a password, which Google mode never uses

@@ -246,7 +246,6 @@ impl Bbr {
             let base = self.cwnd.min(self.guard_cap).min(inflight.max(floor));
             self.guard_cap = ((base as f64 * GUARD_BETA) as u64).max(floor);
             self.bw_cap = (self.bw() as f64 * GUARD_BETA) as u64;
-            self.queued_rounds = 0;
         } else if let Some(rate) = standing {
             // A queue that a whole gain cycle did not drain, without loss:
             // the bandwidth estimate (a windowed maximum of samples that

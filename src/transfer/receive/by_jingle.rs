@@ -1035,6 +1035,20 @@ impl SaveJob {
     /// hidden temporary folder (the Google share unpacker: safe names, no
     /// overwrite) and hashed; the folder is moved into place only once
     /// the stream's SHA-256 equals the sender's.
+    /// One read from the bytestream, or a sentence for a broken or
+    /// stalled one (no data for `stall`).
+    async fn read_some<R: AsyncRead + Unpin>(
+        &self,
+        r: &mut R,
+        buf: &mut [u8],
+    ) -> Result<usize, String> {
+        match tokio::time::timeout(self.stall, r.read(buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(format!("the connection broke: {e}")),
+            Err(_) => Err(format!("no data for {}s", self.stall.as_secs())),
+        }
+    }
+
     async fn save_folder<R: AsyncRead + Unpin>(self, mut r: R) -> Result<Finished, String> {
         let mut unpacker = TarUnpacker::new(&self.dir, &self.name, None)
             .await
@@ -1043,13 +1057,7 @@ impl SaveJob {
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         loop {
-            let n = match tokio::time::timeout(self.stall, r.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(format!("the connection broke: {e}")),
-                Err(_) => {
-                    return Err(format!("no data for {}s", self.stall.as_secs()));
-                }
-            };
+            let n = self.read_some(&mut r, &mut buf).await?;
             if n == 0 {
                 break;
             }
@@ -1101,13 +1109,7 @@ impl SaveJob {
             .map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = match tokio::time::timeout(self.stall, r.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(format!("the connection broke: {e}")),
-                Err(_) => {
-                    return Err(format!("no data for {}s", self.stall.as_secs()));
-                }
-            };
+            let n = self.read_some(&mut r, &mut buf).await?;
             if n == 0 {
                 break;
             }
